@@ -1,0 +1,125 @@
+// Metadata-only ATen ops for the toony device. PyTorch's generic strided
+// implementations do the work; these registrations only stop PyTorch from
+// routing them through a path that would touch host memory or silently copy.
+#include "toony.h"
+
+#include <ATen/EmptyTensor.h>
+#include <ATen/native/Resize.h>
+#include <ATen/ops/_reshape_alias_native.h>
+#include <ATen/ops/as_strided_cpu_dispatch.h>
+#include <ATen/ops/set_cpu_dispatch.h>
+#include <ATen/ops/set_native.h>
+#include <ATen/ops/unfold_native.h>
+#include <ATen/ops/view_as_complex_native.h>
+#include <ATen/ops/view_as_real_native.h>
+#include <ATen/ops/view_native.h>
+#include <c10/core/DeviceGuard.h>
+#include <torch/library.h>
+
+namespace toony {
+namespace {
+
+constexpr c10::DispatchKeySet kKeys(c10::DispatchKey::PrivateUse1);
+
+void check_factory_args(const c10::Device& device, std::optional<c10::Layout> layout_opt,
+                        std::optional<bool> pin_memory_opt) {
+  TORCH_CHECK(device.is_privateuseone(), "toony: factory called for device ", device);
+  TORCH_CHECK(c10::layout_or_default(layout_opt) == c10::Layout::Strided,
+              "toony: only the strided layout is supported, got ", c10::layout_or_default(layout_opt));
+  TORCH_CHECK(!c10::pinned_memory_or_default(pin_memory_opt), "toony: only CPU memory can be pinned");
+}
+
+at::Tensor empty_memory_format(c10::IntArrayRef size, std::optional<c10::ScalarType> dtype_opt,
+                               std::optional<c10::Layout> layout_opt, std::optional<c10::Device> device_opt,
+                               std::optional<bool> pin_memory_opt,
+                               std::optional<c10::MemoryFormat> memory_format_opt) {
+  const auto device = c10::device_or_default(device_opt);
+  check_factory_args(device, layout_opt, pin_memory_opt);
+  const c10::DeviceGuard guard(device);
+  return at::detail::empty_generic(size, device_allocator(), kKeys, c10::dtype_or_default(dtype_opt),
+                                   memory_format_opt);
+}
+
+at::Tensor empty_strided(c10::IntArrayRef size, c10::IntArrayRef stride, std::optional<c10::ScalarType> dtype_opt,
+                         std::optional<c10::Layout> layout_opt, std::optional<c10::Device> device_opt,
+                         std::optional<bool> pin_memory_opt) {
+  const auto device = c10::device_or_default(device_opt);
+  check_factory_args(device, layout_opt, pin_memory_opt);
+  const c10::DeviceGuard guard(device);
+  return at::detail::empty_strided_generic(size, stride, device_allocator(), kKeys,
+                                           c10::dtype_or_default(dtype_opt));
+}
+
+at::Tensor as_strided(const at::Tensor& self, c10::SymIntArrayRef size, c10::SymIntArrayRef stride,
+                      std::optional<c10::SymInt> storage_offset) {
+  return at::cpu::as_strided_symint(self, size, stride, std::move(storage_offset));
+}
+
+at::Tensor view(const at::Tensor& self, c10::SymIntArrayRef size) {
+  return at::native::view(self, C10_AS_INTARRAYREF_SLOW(size));
+}
+
+at::Tensor reshape_alias(const at::Tensor& self, c10::SymIntArrayRef size, c10::SymIntArrayRef stride) {
+  return at::native::_reshape_alias(self, C10_AS_INTARRAYREF_SLOW(size), C10_AS_INTARRAYREF_SLOW(stride));
+}
+
+// PyTorch's CPU resize grows a storage with memcpy, which would dereference a
+// fake address. Set the new sizes without touching the storage, then grow the
+// storage through the allocator (whose copy_data is a device copy).
+const at::Tensor& resize_(const at::Tensor& self, c10::SymIntArrayRef size,
+                          std::optional<c10::MemoryFormat> memory_format) {
+  const auto sizes = C10_AS_INTARRAYREF_SLOW(size);
+  auto* impl = self.unsafeGetTensorImpl();
+  at::native::resize_impl_cpu_(impl, sizes, /*stride=*/std::nullopt, /*resize_storage=*/false);
+  if (impl->numel() > 0) {
+    const size_t needed = at::detail::computeStorageNbytesContiguous(sizes, self.dtype().itemsize(),
+                                                                     impl->storage_offset());
+    const auto& storage = impl->unsafe_storage();
+    if (needed > storage.nbytes()) {
+      resize_storage_bytes(storage.unsafeGetStorageImpl(), needed);
+    }
+  }
+  if (memory_format.has_value()) {
+    TORCH_CHECK(*memory_format != c10::MemoryFormat::Preserve, "Unsupported memory format ", *memory_format);
+    impl->empty_tensor_restride(*memory_format);
+  }
+  return self;
+}
+
+// set_.source_Storage_storage_offset checks the view fits in the storage
+// before it sets anything, so the CPU kernel never needs to grow (and memcpy)
+// the storage.
+at::Tensor& set_storage_offset(at::Tensor& self, c10::Storage source, c10::SymInt storage_offset,
+                               c10::SymIntArrayRef size, c10::SymIntArrayRef stride) {
+  return at::cpu::set__symint(self, std::move(source), std::move(storage_offset), size, stride);
+}
+
+at::Tensor& set_storage(at::Tensor& self, c10::Storage source) { return at::native::set_(self, std::move(source)); }
+
+at::Tensor& set_tensor(at::Tensor& self, const at::Tensor& source) { return at::native::set_tensor_(self, source); }
+
+// set_() with no source: an empty storage from the toony allocator (PyTorch's
+// CPU version would hand the tensor a CPU storage).
+at::Tensor& set_empty(at::Tensor& self) {
+  c10::Storage storage(c10::Storage::use_byte_size_t(), 0, device_allocator(), /*resizable=*/true);
+  return at::cpu::set_(self, std::move(storage), 0, {0}, {});
+}
+
+TORCH_LIBRARY_IMPL(aten, PrivateUse1, m) {
+  m.impl("empty.memory_format", empty_memory_format);
+  m.impl("empty_strided", empty_strided);
+  m.impl("as_strided", as_strided);
+  m.impl("view", view);
+  m.impl("_reshape_alias", reshape_alias);
+  m.impl("unfold", at::native::unfold);
+  m.impl("view_as_real", at::native::view_as_real);
+  m.impl("view_as_complex", at::native::view_as_complex);
+  m.impl("resize_", resize_);
+  m.impl("set_.source_Storage_storage_offset", set_storage_offset);
+  m.impl("set_.source_Storage", set_storage);
+  m.impl("set_.source_Tensor", set_tensor);
+  m.impl("set_", set_empty);
+}
+
+}  // namespace
+}  // namespace toony
