@@ -1,0 +1,182 @@
+"""The CPU fallback: any ATen op the toony device has no kernel for runs on the CPU.
+
+Every toony storage an op touches is copied to the host once, and each toony
+argument becomes a CPU tensor with the same dtype, sizes, strides and offset
+over that copy, so aliasing between arguments (an out= that is also an input,
+views of one base) is exactly as on the device. After the op runs, storages
+of mutated arguments are written back whole; new outputs are copied to the
+device; outputs that alias an argument become toony views of the same storage.
+
+Each op warns once. TOONY_FALLBACK=0 makes the fallback an error, so the
+coverage of native kernels can be measured honestly.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Any
+
+import torch
+from torch.utils._pytree import tree_map
+
+from . import copy, device_module, metrics
+
+_warned: set[str] = set()
+_TOONY = "toony:0"
+
+
+class _Mirror:
+    """Host copies of the toony storages one op call touches."""
+
+    def __init__(self) -> None:
+        self.host: dict[int, torch.UntypedStorage] = {}  # toony StorageImpl id -> host copy
+        self.device: dict[int, torch.UntypedStorage] = {}  # toony StorageImpl id -> toony storage
+        self.by_host: dict[int, int] = {}  # host StorageImpl id -> toony StorageImpl id
+        self.tensors: dict[int, torch.Tensor] = {}  # host TensorImpl id -> the toony tensor it stands for
+        self.pairs: list[tuple[torch.Tensor, torch.Tensor]] = []  # (toony tensor, host stand-in)
+
+    def to_cpu(self, x: Any) -> Any:
+        if isinstance(x, torch.Tensor):
+            if x.device.type != "toony":
+                return x
+            st = x.untyped_storage()
+            key = st._cdata
+            if key not in self.host:
+                host = copy.storage_to_host(st)
+                self.host[key] = host
+                self.device[key] = st
+                self.by_host[host._cdata] = key
+            c = torch.empty(0, dtype=x.dtype).set_(self.host[key], x.storage_offset(), x.shape, x.stride())
+            if x.is_conj():
+                c = c.conj()
+            if x.is_neg():
+                c = c._neg_view()
+            self.tensors[c._cdata] = x
+            self.pairs.append((x, c))
+            return c
+        if isinstance(x, torch.device) and x.type == "toony":
+            return torch.device("cpu")
+        return x
+
+    def write_back(self, written: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        done: set[int] = set()
+        for t, c in written:
+            key = t.untyped_storage()._cdata
+            c_st = c.untyped_storage()
+            if key not in done:
+                done.add(key)
+                if c_st.nbytes() != t.untyped_storage().nbytes():
+                    # The CPU op resized its output: resize the toony storage in place (keeping the
+                    # StorageImpl, so every alias of it sees the new bytes).
+                    t.untyped_storage().resize_(c_st.nbytes())
+                copy.host_storage_to_device(c_st, t.untyped_storage())
+            if (t.shape, t.stride(), t.storage_offset()) != (c.shape, c.stride(), c.storage_offset()):
+                t.set_(t.untyped_storage(), c.storage_offset(), c.shape, c.stride())
+
+    def to_device(self, x: Any) -> Any:
+        if not isinstance(x, torch.Tensor) or x.device.type != "cpu":
+            return x
+        orig = self.tensors.get(x._cdata)
+        if orig is not None:
+            return orig  # in-place and out= ops return their argument
+        key = self.by_host.get(x.untyped_storage()._cdata)
+        if key is not None:
+            # A view of an argument: the same view of the toony storage.
+            return torch.empty(0, dtype=x.dtype, device=_TOONY).set_(
+                self.device[key], x.storage_offset(), x.shape, x.stride()
+            )
+        if copy.is_dense(x):
+            out = torch.empty_strided(x.shape, x.stride(), dtype=x.dtype, device=_TOONY)
+        else:
+            out = torch.empty(x.shape, dtype=x.dtype, device=_TOONY)
+        copy.from_host(out, x)
+        return out
+
+
+def _mix64(a: int, b: int) -> int:
+    """splitmix64 of (a, b): a CPU seed per (toony seed, offset) pair."""
+    z = (a * 0x9E3779B97F4A7C15 + b + 0x632BE59BD9B4E019) & 0xFFFFFFFFFFFFFFFF
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
+    return (z ^ (z >> 31)) & 0x7FFFFFFFFFFFFFFF
+
+
+def _cpu_generator(gen: torch.Generator | None) -> torch.Generator:
+    """A CPU generator seeded from the toony generator's (seed, offset); advances the toony offset, so a
+    random op on the fallback is reproducible under torch.manual_seed and never repeats a stream."""
+    if gen is None:
+        gen = device_module.default_generators[0]
+    seed, offset = gen.initial_seed(), gen.get_offset()
+    gen.set_offset(offset + 1)
+    return torch.Generator().manual_seed(_mix64(seed, offset))
+
+
+def _swap_generators(op: torch._ops.OpOverload, args: list[Any], kwargs: dict[str, Any]) -> None:
+    for i, arg in enumerate(op._schema.arguments):
+        if "Generator" not in str(arg.type):  # "Generator" or "Optional[Generator]"
+            continue
+        if arg.name in kwargs:
+            gen = kwargs[arg.name]
+        elif not arg.kwarg_only and i < len(args):
+            gen = args[i]
+        else:
+            gen = None
+        if gen is not None and gen.device.type != "toony":
+            continue
+        cpu_gen = _cpu_generator(gen)
+        if arg.name in kwargs or arg.kwarg_only or i >= len(args):
+            kwargs[arg.name] = cpu_gen
+        else:
+            args[i] = cpu_gen
+
+
+def _written_args(op: torch._ops.OpOverload, args: tuple, kwargs: dict, m: _Mirror) -> list:
+    """(toony tensor, host stand-in) for every argument the schema says the op writes."""
+    out = []
+    for i, arg in enumerate(op._schema.arguments):
+        if arg.alias_info is None or not arg.alias_info.is_write:
+            continue
+        value = kwargs.get(arg.name) if (arg.kwarg_only or i >= len(args)) else args[i]
+        values = value if isinstance(value, (list, tuple)) else [value]
+        for v in values:
+            if isinstance(v, torch.Tensor) and v.device.type == "toony":
+                out.append(v)
+    by_id = {id(t): c for t, c in m.pairs}
+    return [(t, by_id[id(t)]) for t in out]
+
+
+def cpu_fallback(op: torch._ops.OpOverload, *args: Any, **kwargs: Any) -> Any:
+    name = op.name()
+    if os.environ.get("TOONY_FALLBACK", "1") == "0":
+        raise NotImplementedError(
+            f"toony: {name} has no toony kernel and the CPU fallback is off (TOONY_FALLBACK=0). "
+            "Unset TOONY_FALLBACK to run it on the CPU."
+        )
+    metrics.count_fallback(name)
+    if name not in _warned:
+        _warned.add(name)
+        warnings.warn(
+            f"toony: {name} has no toony kernel yet; running it on the CPU (copy in, run, copy out). "
+            "Set TOONY_FALLBACK=0 to make this an error.",
+            stacklevel=2,
+        )
+    m = _Mirror()
+    cpu_args = [tree_map(m.to_cpu, a) for a in args]
+    cpu_kwargs = {k: tree_map(m.to_cpu, v) for k, v in kwargs.items()}
+    _swap_generators(op, cpu_args, cpu_kwargs)
+    result = op(*cpu_args, **cpu_kwargs)
+    m.write_back(_written_args(op, args, kwargs, m))
+    return tree_map(m.to_device, result)
+
+
+_lib: torch.library.Library | None = None
+
+
+def register() -> None:
+    global _lib
+    if _lib is not None:
+        return
+    lib = torch.library.Library("_", "IMPL")  # noqa: TOR901 - a backend fallback, not an op
+    lib.fallback(cpu_fallback, dispatch_key="PrivateUse1")
+    _lib = lib

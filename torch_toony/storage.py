@@ -1,0 +1,127 @@
+"""Maps the C++ allocator's fake addresses to toony buffers.
+
+A toony storage is named by the base address the allocator gave it. The first
+time Python needs the storage, it gets a `StorageEntry` holding a runtime
+`Buffer` (itself allocated on the device only when first touched). The entry
+can instead hold a *pending* lazy value (a 1-D toony_core Tensor over the whole
+storage) that the op layer set; `realize_storage` turns it into bytes in the
+buffer through the realizer the op layer installs.
+
+The allocator's deleter cannot run Python, so it queues freed addresses;
+`drain_freed` releases their entries. Addresses are never reused, so a stale
+entry can never be mistaken for a new allocation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from toony_core.runtime import Buffer
+
+_ext: ModuleType | None = None  # the C++ extension, bound at registration
+_entries: dict[int, StorageEntry] = {}
+_realizer: Callable[[StorageEntry], None] | None = None
+_write_hooks: list[Callable[[int], None]] = []
+
+
+@dataclass(eq=False, slots=True)
+class StorageEntry:
+    addr: int
+    nbytes: int
+    buffer: Buffer | None = None
+    pending: Any = None  # a toony_core lazy value over the whole storage, or None when `buffer` holds the data
+
+
+def bind(ext: ModuleType) -> None:
+    global _ext
+    _ext = ext
+
+
+def set_realizer(fn: Callable[[StorageEntry], None] | None) -> None:
+    """Install the op layer's realizer: given an entry with `pending` set, it must write the value into
+    `entry.buffer` (creating it if None) and clear `entry.pending`."""
+    global _realizer
+    _realizer = fn
+
+
+def add_write_hook(fn: Callable[[int], None]) -> None:
+    """Run `fn(addr)` before anything writes into the storage at addr, so the op layer can first realize
+    every pending value that reads it."""
+    _write_hooks.append(fn)
+
+
+def drain_freed() -> int:
+    """Release the entries of storages PyTorch has freed; return how many."""
+    if _ext is None:
+        return 0
+    freed = _ext.drain_freed()
+    for addr in freed:
+        _entries.pop(addr, None)
+    return len(freed)
+
+
+def entry(addr: int) -> StorageEntry:
+    """The entry for the live storage at addr, created on first use."""
+    e = _entries.get(addr)
+    if e is not None:
+        return e
+    if _ext is None:
+        raise RuntimeError("toony: the device is not registered (import torch_toony)")
+    drain_freed()  # a new storage is a good moment to let go of the dead ones
+    nbytes = _ext.allocation_nbytes(addr)
+    if nbytes < 0:
+        raise RuntimeError(f"toony: {addr:#x} is not the base address of a live toony storage")
+    e = _entries[addr] = StorageEntry(addr, nbytes)
+    return e
+
+
+def _new_buffer(nbytes: int) -> Buffer:
+    from toony_core.runtime import Buffer
+
+    return Buffer(nbytes)
+
+
+def realize_storage(addr: int) -> StorageEntry:
+    """Make sure the storage's bytes are in its buffer (running any pending lazy value)."""
+    e = entry(addr)
+    if e.pending is not None:
+        if _realizer is None:
+            raise RuntimeError(f"toony: storage {addr:#x} holds a pending value but no realizer is installed")
+        _realizer(e)
+        if e.pending is not None:
+            raise RuntimeError(f"toony: the realizer left storage {addr:#x} pending")
+    if e.buffer is None:
+        e.buffer = _new_buffer(e.nbytes)
+    return e
+
+
+def read_buffer(addr: int) -> Buffer:
+    """The buffer holding the storage's current bytes, for reading."""
+    buf = realize_storage(addr).buffer
+    assert buf is not None
+    return buf
+
+
+def write_buffer(addr: int, whole: bool) -> Buffer:
+    """The buffer to write into. Readers of the storage are realized first; when `whole` (every byte is
+    about to be overwritten) a pending value is dropped instead of realized."""
+    for hook in _write_hooks:
+        hook(addr)
+    e = entry(addr)
+    if whole:
+        e.pending = None
+        if e.buffer is None:
+            e.buffer = _new_buffer(e.nbytes)
+    else:
+        realize_storage(addr)
+    assert e.buffer is not None
+    e.buffer.version += 1
+    return e.buffer
+
+
+def live_entries() -> int:
+    return len(_entries)
