@@ -16,6 +16,8 @@
 #include <c10/core/DeviceGuard.h>
 #include <torch/library.h>
 
+#include <algorithm>
+
 namespace toony {
 namespace {
 
@@ -86,11 +88,23 @@ const at::Tensor& resize_(const at::Tensor& self, c10::SymIntArrayRef size,
   return self;
 }
 
-// set_.source_Storage_storage_offset checks the view fits in the storage
-// before it sets anything, so the CPU kernel never needs to grow (and memcpy)
-// the storage.
+// Like CPU, set_ grows a storage too small for the requested view. PyTorch's
+// CPU kernel would grow it with memcpy, so grow it here first, through the
+// device copy; the CPU kernel then only sets metadata.
 at::Tensor& set_storage_offset(at::Tensor& self, c10::Storage source, c10::SymInt storage_offset,
                                c10::SymIntArrayRef size, c10::SymIntArrayRef stride) {
+  const auto sizes = C10_AS_INTARRAYREF_SLOW(size);
+  const int64_t offset = storage_offset.expect_int();
+  const size_t itemsize = self.dtype().itemsize();
+  const bool empty = std::any_of(sizes.begin(), sizes.end(), [](int64_t n) { return n == 0; });
+  if (!empty && source) {
+    const size_t needed = stride.size() == size.size()
+                              ? at::detail::computeStorageNbytes(sizes, C10_AS_INTARRAYREF_SLOW(stride), itemsize, offset)
+                              : at::detail::computeStorageNbytesContiguous(sizes, itemsize, offset);
+    if (needed > source.nbytes()) {
+      resize_storage_bytes(source.unsafeGetStorageImpl(), needed);
+    }
+  }
   return at::cpu::set__symint(self, std::move(source), std::move(storage_offset), size, stride);
 }
 

@@ -30,7 +30,9 @@ def _source_dir() -> Path:
     for candidate in (here.parent / "csrc", here / "_csrc"):
         if (candidate / "toony.h").is_file():
             return candidate
-    raise FileNotFoundError(f"toony: cannot find the C++ sources (looked in {here.parent / 'csrc'} and {here / '_csrc'})")
+    raise FileNotFoundError(
+        f"toony: cannot find the C++ sources (looked in {here.parent / 'csrc'} and {here / '_csrc'})"
+    )
 
 
 def cache_root() -> Path:

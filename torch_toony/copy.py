@@ -124,9 +124,25 @@ def from_host(dst: torch.Tensor, src: torch.Tensor) -> None:
     metrics.count_transfer("h2d", hi - lo)
 
 
+def _check_partial_overlap(src: torch.Tensor, dst: torch.Tensor) -> None:
+    """Raise as PyTorch's copy_ does when two dense tensors share some, but not all, of their bytes."""
+    if src.numel() == 0 or dst.numel() == 0 or not (is_dense(src) and is_dense(dst)):
+        return
+    s_lo, s_hi = byte_extent(src)
+    d_lo, d_hi = byte_extent(dst)
+    same = (s_lo, s_hi) == (d_lo, d_hi) and src.stride() == dst.stride()
+    if not same and s_lo < d_hi and d_lo < s_hi:
+        raise RuntimeError(
+            "unsupported operation: some elements of the input tensor and the written-to tensor refer to a "
+            "single memory location. Please clone() the tensor before performing the operation."
+        )
+
+
 def device_to_device(src: torch.Tensor, dst: torch.Tensor) -> None:
     """dst (toony) <- src (toony)."""
     s_addr, d_addr = storage_addr(src), storage_addr(dst)
+    if s_addr == d_addr:
+        _check_partial_overlap(src, dst)
     if (
         src.dtype == dst.dtype
         and src.shape == dst.shape
