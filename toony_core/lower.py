@@ -1,0 +1,283 @@
+"""Lowering: a kernel AST of front-end ops becomes index arithmetic over loop variables.
+
+The kernel's output axes are split into global axes (one work-item, or one work-group, each) and serial
+loop axes (see schedule.loop_dims). Then `INDEX(node, valid, *idxs)`, read "node at these indices", is
+pushed down the graph by the rules below until it reaches the kernel parameters, where it becomes a LOAD:
+each movement op turns into arithmetic on the indices, padding into a validity mask, a reduction into an
+accumulator over fresh loop ranges. The symbolic rules then simplify the indices.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from .dtype import DType, dtypes
+from .helpers import getenv, prod, strides_for
+from .schedule import fused_reduces, loop_dims
+from .symbolic import symbolic
+from .uop import ELEMENTWISE, REDUCE_IDENTITY, Ops, PatternMatcher, UOp, UPat, graph_rewrite
+
+INT32_MAX = 2**31 - 1
+
+
+@dataclass
+class LowerCtx:
+    index: DType  # dtype of index arithmetic: int32, or int64 where some size needs it
+    local: int  # work-group size splitting every reduction and serial loop; 1 = not grouped
+    lid: UOp | None
+    next_range: int = 0
+    reduce_sizes: list[int] = field(default_factory=list)
+
+    def new_range(self, size: int) -> UOp:
+        self.next_range += 1
+        return UOp(Ops.RANGE, self.index, (), (self.next_range, size))
+
+    def const(self, v: int) -> UOp:
+        return UOp.const(v, self.index)
+
+
+@dataclass(frozen=True)
+class KernelInfo:
+    name: str
+    global_size: int  # work-items in all (a multiple of local_size when grouped)
+    local_size: int | None  # None: let the driver choose (no local memory used)
+    uops: UOp  # the lowered SINK
+
+
+def _unflatten(flat: UOp, shape: tuple[int, ...]) -> list[UOp]:
+    return [(flat // st) % n if n > 1 else UOp.const(0, flat.dtype) for n, st in zip(shape, strides_for(shape))]
+
+
+def _flatten(idxs: tuple[UOp, ...], shape: tuple[int, ...], index: DType) -> UOp:
+    acc = UOp.const(0, index)
+    for i, st, n in zip(idxs, strides_for(shape), shape):
+        if n > 1:
+            acc = acc + i * st
+    return acc
+
+
+def _split_range(ctx: LowerCtx, n: int) -> tuple[UOp, UOp, UOp]:
+    """A serial range of n elements shared by the work-group: element r*L + lid. Returns (range, elem, valid)."""
+    L = ctx.local  # noqa: N806
+    r = ctx.new_range(math.ceil(n / L))
+    elem = r * L + ctx.lid
+    valid = elem < n if n % L else UOp.const(True, dtypes.bool)
+    return r, elem, valid
+
+
+# ---------------------------------------------------------------- the lowering rules
+
+def _idx(x: UOp, valid: UOp, idxs: list[UOp] | tuple[UOp, ...]) -> UOp:
+    if x.op is Ops.REDUCE:  # a reduction ignores the consumer's mask (see _reduce): one node per position
+        valid = UOp.const(True, dtypes.bool)
+    return UOp(Ops.INDEX, x.dtype, (x, valid, *idxs))
+
+
+def _elementwise(x: UOp, valid: UOp, idxs: tuple[UOp, ...]) -> UOp:
+    return x.replace(src=tuple(_idx(s, valid, idxs) for s in x.src))
+
+
+def _reshape(ctx: LowerCtx, x: UOp, valid: UOp, idxs: tuple[UOp, ...]) -> UOp:
+    src = x.src[0]
+    return _idx(src, valid, _unflatten(_flatten(idxs, x.shape, ctx.index), src.shape))
+
+
+def _permute(x: UOp, valid: UOp, idxs: tuple[UOp, ...]) -> UOp:
+    out: list[UOp] = [idxs[0]] * len(idxs)
+    for i, a in enumerate(x.arg):
+        out[a] = idxs[i]
+    return _idx(x.src[0], valid, out)
+
+
+def _expand(ctx: LowerCtx, x: UOp, valid: UOp, idxs: tuple[UOp, ...]) -> UOp:
+    src = x.src[0]
+    return _idx(src, valid, [ctx.const(0) if s == 1 and n != 1 else i for i, s, n in zip(idxs, src.shape, x.shape)])
+
+
+def _pad(x: UOp, valid: UOp, idxs: tuple[UOp, ...]) -> UOp:
+    src, inside, new = x.src[0], UOp.const(True, dtypes.bool), []
+    for i, (b, _), n in zip(idxs, x.arg, src.shape):
+        if (b, _) != (0, 0):
+            inside = inside & i.ge(b) & (i < b + n)
+        new.append(i - b if b else i)
+    return inside.where(_idx(src, valid & inside, new), UOp.const(0, x.dtype))
+
+
+def _shrink(x: UOp, valid: UOp, idxs: tuple[UOp, ...]) -> UOp:
+    return _idx(x.src[0], valid, [i + s if s else i for i, (s, _) in zip(idxs, x.arg)])
+
+
+def _flip(x: UOp, valid: UOp, idxs: tuple[UOp, ...]) -> UOp:
+    return _idx(x.src[0], valid, [(n - 1) - i if d in x.arg else i for d, (i, n) in enumerate(zip(idxs, x.shape))])
+
+
+def _strided(ctx: LowerCtx, x: UOp, valid: UOp, idxs: tuple[UOp, ...]) -> UOp:
+    shape, strides, offset = x.arg
+    flat = ctx.const(offset)
+    for i, st, n in zip(idxs, strides, shape):
+        if n > 1 and st:
+            flat = flat + i * st
+    return _idx(x.src[0], valid, [flat])
+
+
+def _iota(ctx: LowerCtx, x: UOp, valid: UOp, idxs: tuple[UOp, ...]) -> UOp:
+    return idxs[0].cast(x.dtype)
+
+
+def _load(x: UOp, valid: UOp, idxs: tuple[UOp, ...]) -> UOp:
+    return UOp(Ops.LOAD, x.dtype, (x, idxs[0], valid))
+
+
+def _reduce(ctx: LowerCtx, x: UOp, valid: UOp, idxs: tuple[UOp, ...]) -> UOp:
+    op, axes = x.arg
+    src = x.src[0]
+    axes = tuple(a for a in axes if src.shape[a] > 1)
+    if not axes:
+        return _idx(src, valid, idxs)
+    sizes = tuple(src.shape[a] for a in axes)
+    identity = UOp.const(REDUCE_IDENTITY[op](x.dtype), x.dtype)
+    new = list(idxs)
+    # the reduction's own indices are always in bounds (the scheduler never fuses one under a pad or a
+    # gather), so it does not inherit the consumer's mask: that keeps it independent of the consumer's loops
+    valid = UOp.const(True, dtypes.bool)
+    if ctx.local > 1:
+        r, elem, ok = _split_range(ctx, prod(sizes))
+        for a, i in zip(axes, _unflatten(elem, sizes)):
+            new[a] = i
+        value = ok.where(_idx(src, valid & ok, new), identity)
+        partial = UOp(Ops.ACC, x.dtype, (value, r), op)
+        return UOp(Ops.GROUP_REDUCE, x.dtype, (partial, ctx.lid), (op, ctx.local))
+    ranges = [ctx.new_range(n) for n in sizes]
+    for a, r in zip(axes, ranges):
+        new[a] = r
+    return UOp(Ops.ACC, x.dtype, (_idx(src, valid, new), *ranges), op)
+
+
+def _gather(ctx: LowerCtx, x: UOp, valid: UOp, idxs: tuple[UOp, ...]) -> UOp:
+    source, index = x.src
+    n = prod(source.shape)
+    i = _idx(index, valid, idxs).cast(ctx.index)
+    ok = i.ge(0) & (i < n)  # out-of-range indices read 0 instead of faulting
+    return ok.where(_idx(source, valid & ok, _unflatten(i, source.shape)), UOp.const(0, x.dtype))
+
+
+def _rule(fn):  # noqa: ANN001, ANN202 - adapts fn(ctx, x, valid, idxs) to an INDEX pattern
+    def apply(ctx: LowerCtx, i: UOp, **_: UOp) -> UOp:
+        x, valid, *idxs = i.src
+        return fn(ctx, x, valid, tuple(idxs))
+    return apply
+
+
+def _no_ctx(fn):  # noqa: ANN001, ANN202
+    return _rule(lambda ctx, x, valid, idxs: fn(x, valid, idxs))
+
+
+def _index_rule(ops: Ops | set[Ops], fn) -> tuple[UPat, object]:  # noqa: ANN001
+    ops = {ops} if isinstance(ops, Ops) else ops
+    return UPat(Ops.INDEX, name="i", predicate=lambda u: u.src[0].op in ops), fn
+
+
+lowering = PatternMatcher([
+    _index_rule(ELEMENTWISE, _no_ctx(_elementwise)),
+    _index_rule(Ops.CONST, _no_ctx(lambda x, valid, idxs: x)),
+    _index_rule(Ops.IOTA, _rule(_iota)),
+    _index_rule(Ops.RESHAPE, _rule(_reshape)),
+    _index_rule(Ops.PERMUTE, _no_ctx(_permute)),
+    _index_rule(Ops.EXPAND, _rule(_expand)),
+    _index_rule(Ops.PAD, _no_ctx(_pad)),
+    _index_rule(Ops.SHRINK, _no_ctx(_shrink)),
+    _index_rule(Ops.FLIP, _no_ctx(_flip)),
+    _index_rule(Ops.STRIDED, _rule(_strided)),
+    _index_rule(Ops.DEFINE_GLOBAL, _no_ctx(_load)),
+    _index_rule(Ops.REDUCE, _rule(_reduce)),
+    _index_rule(Ops.GATHER, _rule(_gather)),
+])
+
+
+# ---------------------------------------------------------------- a whole kernel
+
+def _sizes(ast: UOp) -> int:
+    return max([1] + [prod(u.shape) for u in ast.toposort() if u.op not in (Ops.SINK, Ops.STORE)])
+
+
+def _depends_on(u: UOp, x: UOp) -> bool:
+    return any(n is x for n in u.toposort())
+
+
+def choose_local(serial_work: int, n_global: int) -> int:
+    """Work-group size for a kernel whose work-items each do serial_work steps of reductions and loops:
+    big serial work is split across a work-group (tree-combined in local memory) so that no work-item
+    loops over millions of elements alone and the device has enough work-items in flight."""
+    if getenv("TOONY_NOLOCAL") or serial_work < 256:
+        return 1
+    if n_global >= (1 << 16) and serial_work < 4096:
+        return 1  # plenty of parallel outputs: one work-item each is fine
+    return 256 if serial_work >= 8192 else 64
+
+
+def lower(ast: UOp) -> KernelInfo:
+    store = ast.src[0]
+    out, value = store.src[0], store.src[1]
+    view, acc = store.arg
+    shape = value.shape
+    reduces = fused_reduces(UOp(Ops.CONTIGUOUS, value.dtype, (value,)), set())
+    loops = loop_dims(shape, reduces)
+    gdims = [d for d in range(len(shape)) if d not in loops]
+    n_global = prod(shape[d] for d in gdims)
+    n_loop = prod(shape[d] for d in loops)
+    serial = n_loop + sum(prod(r.src[0].shape) // max(prod(r.shape), 1) for r in reduces)
+    local = choose_local(serial, n_global)
+    index = dtypes.int64 if _sizes(ast) > INT32_MAX else dtypes.int32
+    lid = UOp(Ops.SPECIAL, index, (), ("lid", local)) if local > 1 else None
+    ctx = LowerCtx(index, local, lid)
+
+    gid = UOp(Ops.SPECIAL, index, (), ("group" if local > 1 else "gid", n_global))
+    idxs: list[UOp] = [ctx.const(0)] * len(shape)
+    for d, i in zip(gdims, _unflatten(gid, tuple(shape[d] for d in gdims))):
+        idxs[d] = i
+    valid = UOp.const(True, dtypes.bool)
+    ldims = sorted(loops)
+    if ldims and local > 1:
+        _, elem, valid = _split_range(ctx, n_loop)
+        for d, i in zip(ldims, _unflatten(elem, tuple(shape[d] for d in ldims))):
+            idxs[d] = i
+    else:
+        for d in ldims:
+            idxs[d] = ctx.new_range(shape[d])
+
+    val = _idx(value, valid, idxs)
+    if len(store.src) > 2:  # scatter: the flat position comes from the index tensor
+        pos = _idx(store.src[2], valid, idxs).cast(index)
+        valid = valid & pos.ge(0) & (pos < out.arg[1])
+    else:
+        vshape, vstrides, offset = view
+        pos = ctx.const(offset)
+        for i, st, n in zip(idxs, vstrides, vshape):
+            if n > 1 and st:
+                pos = pos + i * st
+    sink = UOp(Ops.SINK, None, (UOp(Ops.STORE, None, (out, pos, val, valid), acc),))
+    sink = graph_rewrite(graph_rewrite(sink, lowering, ctx), symbolic)
+    if lid is not None:  # a store every work-item of the group would make alike: only the first makes it
+        st = sink.src[0]
+        if not _depends_on(st.src[1], lid):
+            sink = sink.replace(src=(st.replace(src=(*st.src[:3], st.src[3] & lid.eq(0))),))
+            sink = graph_rewrite(sink, symbolic)
+    name = kernel_name(ast, gdims, ldims, reduces, shape)
+    return KernelInfo(name, n_global * local, local if local > 1 else None, sink)
+
+
+def kernel_name(ast: UOp, gdims: list[int] | None = None, ldims: list[int] | None = None,
+                reduces: dict | None = None, shape: tuple[int, ...] | None = None) -> str:
+    """E_ for elementwise kernels, r_ for kernels with reductions; then the global, loop and reduce sizes."""
+    if shape is None:
+        value = ast.src[0].src[1]
+        shape = value.shape
+        reduces = fused_reduces(UOp(Ops.CONTIGUOUS, value.dtype, (value,)), set())
+        ldims = sorted(loop_dims(shape, reduces))
+        gdims = [d for d in range(len(shape)) if d not in ldims]
+    parts = ["r" if reduces else "E"] + ([str(shape[d]) for d in gdims if shape[d] > 1] or ["1"])
+    parts += [f"l{shape[d]}" for d in ldims or []]
+    for r in reduces or {}:
+        parts += [f"r{r.src[0].shape[a]}" for a in r.arg[1] if r.src[0].shape[a] > 1]
+    return "_".join(parts)

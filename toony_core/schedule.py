@@ -1,0 +1,281 @@
+"""The scheduler: cut a lazy graph into kernels.
+
+Elementwise work and movement ops always fuse into whoever consumes them. A node is materialized (ends a
+kernel and gets a buffer) only when it must be:
+  - it is a realize target, a CONTIGUOUS, or an ASSIGN (a write into an existing buffer);
+  - it is a reduction that cannot live inside its consumer: consumed by several kernels, reached through a
+    movement op that scrambles its indices (anything but EXPAND), nested in a reduction over an axis it
+    still varies along, or broadcast along an axis some other reduction in the same kernel varies along.
+A reduction broadcast along an output axis makes that axis a serial loop of its kernel (softmax: the row
+max and row sum are computed once per row, then the row is written), so softmax is one kernel.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass, field
+
+from .helpers import prod, strides_for
+from .runtime import Buffer, ToonyError
+from .uop import ELEMENTWISE, Ops, PatternMatcher, UOp, UPat, graph_rewrite
+
+# lazily evaluated nodes that were realized, and the buffer view that now holds their value
+realized: weakref.WeakKeyDictionary[UOp, UOp] = weakref.WeakKeyDictionary()
+
+# a kernel whose serial per-row loops would cover more than this many elements with fewer than
+# MIN_PARALLEL rows runs its broadcast reductions as separate kernels instead (x - x.mean() on 16M floats)
+MAX_SERIAL = 1 << 16
+MIN_PARALLEL = 64
+
+
+@dataclass
+class ScheduleItem:
+    """One kernel: an AST over DEFINE_GLOBAL parameters, and the buffers bound to them (output first)."""
+
+    ast: UOp
+    buffers: list[Buffer]
+    reads: list[tuple[Buffer, int]] = field(default_factory=list)  # (buffer, version) read by this kernel
+
+    @property
+    def name(self) -> str:
+        from .lower import kernel_name
+        return kernel_name(self.ast)
+
+
+def _substitute_realized(root: UOp) -> UOp:
+    if not realized:
+        return root
+    pm = PatternMatcher([(UPat(name="x"), lambda x: realized.get(x))])
+    return graph_rewrite(root, pm)
+
+
+def kernel_shape(m: UOp) -> tuple[int, ...]:
+    """The shape a materialized node's kernel iterates over (its stored value's shape)."""
+    if m.op is Ops.ASSIGN:
+        return m.src[1].shape
+    if m.op is Ops.CONTIGUOUS:
+        return m.src[0].shape
+    return m.shape
+
+
+def _kernel_value(m: UOp) -> UOp:
+    return m.src[1] if m.op is Ops.ASSIGN else m.src[0] if m.op is Ops.CONTIGUOUS else m
+
+
+class _Fusion:
+    """Decides which nodes are materialized, by walking each kernel's fused region until nothing changes."""
+
+    def __init__(self, nodes: list[UOp], roots: list[UOp]):
+        self.nodes = nodes
+        self.mat: set[UOp] = set(roots)
+        for n in nodes:
+            if n.op in (Ops.CONTIGUOUS, Ops.ASSIGN):
+                self.mat.add(n)
+            if n.op is Ops.ASSIGN and n.src[0].op is not Ops.BUFFER:
+                self.mat.add(n.src[0])
+        for n in nodes:
+            if n.op is Ops.ASSIGN:
+                self._assign_hazard(n)
+        while self._one_pass():
+            pass
+
+    def _region(self, m: UOp) -> dict[UOp, list[tuple[bool, frozenset[int]]]]:
+        return fused_reduces(m, self.mat)
+
+    def _one_pass(self) -> bool:
+        owners: dict[UOp, list[UOp]] = {}
+        regions = {m: self._region(m) for m in self.nodes if m in self.mat and m.op is not Ops.BUFFER}
+        for m, region in regions.items():
+            for r in region:
+                owners.setdefault(r, []).append(m)
+        for m, region in regions.items():
+            shape = kernel_shape(m)
+            for r, ways in region.items():
+                if len(owners[r]) > 1 or any(not simple for simple, _ in ways) or \
+                        any(r.shape[d] > 1 for _, axes in ways for d in axes):
+                    self.mat.add(r)
+                    return True
+            simple = list(region)
+            dims = loop_dims(shape, region)
+            for r in simple:
+                if any(r.shape[d] > 1 for d in dims):
+                    self.mat.add(r)
+                    return True
+            serial = prod(shape[d] for d in dims)
+            parallel = prod(s for d, s in enumerate(shape) if d not in dims)
+            if serial > MAX_SERIAL and parallel < MIN_PARALLEL:
+                self.mat.update(r for r in simple if any(r.shape[d] == 1 for d in dims))
+                return True
+        return False
+
+    def _assign_hazard(self, a: UOp) -> None:
+        """A write whose value (or index) reads the written buffer through another view than the one written
+        must read a copy: otherwise one work-item could read what another has already overwritten."""
+        target, view = a.src[0], a.arg[0]
+        if target.op is not Ops.BUFFER:
+            return
+        for operand in a.src[1:]:
+            if operand is target or any(s is target and (u.op is not Ops.STRIDED or u.arg != view)
+                                        for u in operand.toposort() for s in u.src):
+                self.mat.add(operand)
+
+
+def fused_reduces(m: UOp, stop: set[UOp]) -> dict[UOp, list[tuple[bool, frozenset[int]]]]:
+    """Every REDUCE reached from kernel node m without crossing a node in `stop`, with how it was reached:
+    (only through elementwise/EXPAND/REDUCE nodes?, axes of the enclosing reductions)."""
+    found: dict[UOp, list[tuple[bool, frozenset[int]]]] = {}
+    seen: set[tuple[UOp, bool, frozenset[int]]] = set()
+    stack = list(_children(m, True, frozenset()))
+    while stack:
+        state = stack.pop()
+        node, simple, axes = state
+        if state in seen or node in stop:
+            continue
+        seen.add(state)
+        if node.op is Ops.REDUCE:
+            found.setdefault(node, []).append((simple, axes))
+        stack.extend(_children(node, simple, axes))
+    return found
+
+
+def loop_dims(shape: tuple[int, ...], reduces: dict[UOp, list[tuple[bool, frozenset[int]]]]) -> set[int]:
+    """Output axes some reduction is broadcast along: the kernel loops over them serially, so the reduction
+    is computed once and reused instead of once per output element."""
+    return {d for r, ways in reduces.items() for d in range(len(shape))
+            if r.shape[d] == 1 and shape[d] > 1 and any(d not in axes for _, axes in ways)}
+
+
+def _children(node: UOp, simple: bool, axes: frozenset[int]) -> list[tuple[UOp, bool, frozenset[int]]]:
+    """The sources of a node with the path state they are reached in (see _Fusion._region)."""
+    if node.op is Ops.ASSIGN:
+        return [(s, simple, axes) for s in node.src[1:]]
+    if node.op is Ops.REDUCE:
+        return [(node.src[0], simple, axes | frozenset(node.arg[1]))]
+    if node.op is Ops.GATHER:
+        return [(node.src[0], False, axes), (node.src[1], simple, axes)]
+    keeps_indices = node.op in ELEMENTWISE or node.op in (Ops.EXPAND, Ops.CONTIGUOUS)
+    return [(s, simple and keeps_indices, axes) for s in node.src]
+
+
+def create_schedule(roots_in: list[UOp]) -> tuple[list[ScheduleItem], dict[UOp, UOp]]:
+    """Kernels that realize `roots` (in a runnable order), and for each root the buffer view holding it."""
+    requested = [_substitute_realized(r) for r in roots_in]
+    # a reshape of the result costs nothing: realize what is under it and hand back a reshaped view
+    roots = list(dict.fromkeys(_strip_reshapes(r) for r in requested))
+    sink = UOp(Ops.SINK, None, tuple(roots))
+    nodes = sink.toposort()[:-1]
+    fusion = _Fusion(nodes, roots)
+    order = [n for n in nodes if n in fusion.mat and n.op is not Ops.BUFFER]
+
+    # buffers: ASSIGN writes into its target, everything else gets a new one (intermediates reuse freed ones)
+    last_use: dict[UOp, int] = {}
+    for i, m in enumerate(order):
+        for n in _region_inputs(m, fusion.mat):
+            last_use[n] = i
+    buffers: dict[UOp, Buffer] = {}
+    free: dict[int, list[Buffer]] = {}
+    root_set = set(roots)
+    for i, m in enumerate(order):
+        if m.op is Ops.ASSIGN:
+            t = m.src[0]
+            buffers[m] = t.arg[0] if t.op is Ops.BUFFER else buffers[t]
+        else:
+            nbytes = prod(m.shape) * m.dtype.itemsize
+            reuse = free.get(nbytes) if m not in root_set else None
+            buffers[m] = reuse.pop() if reuse else Buffer(nbytes)
+        for n, last in last_use.items():
+            if last == i and n in buffers and n not in root_set and n.op is not Ops.ASSIGN \
+                    and not _feeds_assign(n, order):
+                free.setdefault(buffers[n].nbytes, []).append(buffers[n])
+
+    items = [_make_item(m, buffers, fusion.mat) for m in order]
+    _check_write_after_read(items, order)
+    flat: dict[UOp, UOp] = {}
+    for r in roots:
+        if r.op is Ops.BUFFER:
+            flat[r] = r
+            continue
+        buf = buffers[r]
+        if r.op is Ops.ASSIGN:
+            buf.version += 1
+        flat[r] = UOp(Ops.BUFFER, r.dtype, (), (buf, prod(r.shape), buf.version))
+    outputs: dict[UOp, UOp] = {}
+    for orig, r in zip(roots_in, requested):
+        base = flat[_strip_reshapes(r)]
+        outputs[orig] = base if len(r.shape) == 1 else UOp(Ops.RESHAPE, r.dtype, (base,), r.shape)
+    return items, outputs
+
+
+def _strip_reshapes(u: UOp) -> UOp:
+    while u.op is Ops.RESHAPE:
+        u = u.src[0]
+    return u
+
+
+def _feeds_assign(n: UOp, order: list[UOp]) -> bool:
+    return any(m.op is Ops.ASSIGN and m.src[0] is n for m in order)
+
+
+def _region_inputs(m: UOp, mat: set[UOp]) -> list[UOp]:
+    """The materialized nodes (and buffers) kernel m reads."""
+    out, seen, stack = [], set(), list(m.src)
+    if m.op is Ops.ASSIGN:
+        stack = list(m.src[1:]) + ([m.src[0]] if m.src[0].op is Ops.BUFFER else [])
+    while stack:
+        n = stack.pop()
+        if n in seen:
+            continue
+        seen.add(n)
+        if n in mat or n.op is Ops.BUFFER:
+            out.append(n)
+        else:
+            stack.extend(n.src)
+    return out
+
+
+def _make_item(m: UOp, buffers: dict[UOp, Buffer], mat: set[UOp]) -> ScheduleItem:
+    out_buf = buffers[m]
+    params: list[Buffer] = [out_buf]
+    reads: list[tuple[Buffer, int]] = []
+
+    def param(buf: Buffer, numel: int, dtype) -> UOp:  # noqa: ANN001
+        if buf not in params:
+            params.append(buf)
+        return UOp(Ops.DEFINE_GLOBAL, dtype, (), (params.index(buf), numel))
+
+    def leaf(x: UOp) -> UOp | None:
+        if x.op is Ops.BUFFER:
+            buf, numel, version = x.arg
+            if version != buf.version:
+                raise ToonyError("a lazy value reads a buffer that was written after it was built; realize readers "
+                                 "before writing (this is a bug in the caller)")
+            reads.append((buf, version))
+            return param(buf, numel, x.dtype)
+        if x in mat and x is not m:
+            flat = param(buffers[x], prod(x.shape), x.dtype)
+            return flat if x.op is Ops.ASSIGN or len(x.shape) == 1 else UOp(Ops.RESHAPE, x.dtype, (flat,), x.shape)
+        return None
+
+    pm = PatternMatcher([(UPat(name="x"), leaf)])
+    value = graph_rewrite(_kernel_value(m), pm)
+    out = UOp(Ops.DEFINE_GLOBAL, m.dtype, (), (0, out_buf.nbytes // m.dtype.itemsize))
+    if m.op is Ops.ASSIGN:
+        view, acc = m.arg
+        index = graph_rewrite(m.src[2], pm) if len(m.src) > 2 else None
+        store = UOp(Ops.STORE, None, (out, value) + ((index,) if index is not None else ()), (view, acc))
+    else:
+        shape = kernel_shape(m)
+        store = UOp(Ops.STORE, None, (out, value), ((shape, strides_for(shape), 0), None))
+    return ScheduleItem(UOp(Ops.SINK, None, (store,)), params, reads)
+
+
+def _check_write_after_read(items: list[ScheduleItem], order: list[UOp]) -> None:
+    """An in-place write (ASSIGN) must not run before a kernel that reads the buffer's previous contents.
+    Data order puts readers of the new contents after it; readers of the old contents are the caller's to
+    realize first (the torch layer does, before any mutation)."""
+    for i, m in enumerate(order):
+        if m.op is Ops.ASSIGN and m.src[0].op is Ops.BUFFER:
+            buf, _, version = m.src[0].arg
+            if any(b is buf and v == version for it in items[i + 1:] for b, v in it.reads):
+                raise ToonyError("a kernel reads a buffer's old contents after an in-place write to it in the same "
+                                 "schedule; realize the reader first")
