@@ -184,6 +184,7 @@ class UOp:
     def __add__(self, o: UOp | int) -> UOp: return self.alu(Ops.ADD, o)
     def __radd__(self, o: int) -> UOp: return UOp.const(o, self.dtype).alu(Ops.ADD, self)
     def __sub__(self, o: UOp | int) -> UOp: return self.alu(Ops.SUB, o)
+    def __rsub__(self, o: int) -> UOp: return UOp.const(o, self.dtype).alu(Ops.SUB, self)
     def __mul__(self, o: UOp | int) -> UOp: return self.alu(Ops.MUL, o)
     def __rmul__(self, o: int) -> UOp: return UOp.const(o, self.dtype).alu(Ops.MUL, self)
     def __floordiv__(self, o: UOp | int) -> UOp: return self.alu(Ops.IDIV, o)
@@ -386,13 +387,20 @@ def graph_rewrite(root: UOp, pm: PatternMatcher, ctx: Any = None) -> UOp:
     def rewrite(u: UOp) -> UOp:
         if (done := memo.get(u)) is not None:
             return done
+        chain = [u]  # every intermediate form maps to the result too: another path may reach it directly
         node = u
         while (out := pm.rewrite(node, ctx)) is not None:
+            if (done := memo.get(out)) is not None:
+                node = done
+                break
             node = out
-        new_src = tuple(rewrite(s) for s in node.src)
-        if any(a is not b for a, b in zip(new_src, node.src)):
-            node = rewrite(node.replace(src=new_src))
-        memo[u] = node
+            chain.append(node)
+        else:
+            new_src = tuple(rewrite(s) for s in node.src)
+            if any(a is not b for a, b in zip(new_src, node.src)):
+                node = rewrite(node.replace(src=new_src))
+        for c in chain:
+            memo[c] = node
         return node
 
     return rewrite(root)
