@@ -34,7 +34,10 @@ setup(
     description="A PyTorch device and torch.compile backend on a small OpenCL compiler",
     python_requires=">=3.11",
     packages=find_packages(include=["toony_core", "toony_core.*", "torch_toony", "torch_toony.*"]),
-    install_requires=["numpy", "pyopencl", "pocl-binary-distribution; platform_system == 'Linux'", "torch>=2.6"],
+    # torch is pinned to the build this project is developed and tested against; never let pip pick another
+    install_requires=["numpy", "pyopencl", "pocl-binary-distribution; platform_system == 'Linux'", "torch==2.13.0",
+                      "safetensors"],
+    extras_require={"dev": ["pytest", "expecttest", "hypothesis", "ruff"]},
     cmdclass={"build_py": BuildPyWithCsrc},
     entry_points={
         # `import torch` imports torch_toony, which registers the device.
