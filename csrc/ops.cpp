@@ -4,7 +4,10 @@
 #include "toony.h"
 
 #include <ATen/EmptyTensor.h>
+#include <ATen/Context.h>
 #include <ATen/native/Resize.h>
+#include <ATen/native/ResizeCommon.h>
+#include <ATen/native/TensorFactories.h>
 #include <ATen/ops/_reshape_alias_native.h>
 #include <ATen/ops/as_strided_cpu_dispatch.h>
 #include <ATen/ops/set_cpu_dispatch.h>
@@ -23,6 +26,12 @@ namespace {
 
 constexpr c10::DispatchKeySet kKeys(c10::DispatchKey::PrivateUse1);
 
+// torch.use_deterministic_algorithms(True) fills new memory with NaN / max, as
+// on CPU and CUDA (the fill itself is an ordinary dispatched fill_).
+bool fill_deterministically() {
+  return at::globalContext().deterministicAlgorithms() && at::globalContext().deterministicFillUninitializedMemory();
+}
+
 void check_factory_args(const c10::Device& device, std::optional<c10::Layout> layout_opt,
                         std::optional<bool> pin_memory_opt) {
   TORCH_CHECK(device.is_privateuseone(), "toony: factory called for device ", device);
@@ -38,8 +47,12 @@ at::Tensor empty_memory_format(c10::IntArrayRef size, std::optional<c10::ScalarT
   const auto device = c10::device_or_default(device_opt);
   check_factory_args(device, layout_opt, pin_memory_opt);
   const c10::DeviceGuard guard(device);
-  return at::detail::empty_generic(size, device_allocator(), kKeys, c10::dtype_or_default(dtype_opt),
-                                   memory_format_opt);
+  at::Tensor t = at::detail::empty_generic(size, device_allocator(), kKeys, c10::dtype_or_default(dtype_opt),
+                                     memory_format_opt);
+  if (fill_deterministically()) {
+    at::native::fill_empty_deterministic_(t);
+  }
+  return t;
 }
 
 at::Tensor empty_strided(c10::IntArrayRef size, c10::IntArrayRef stride, std::optional<c10::ScalarType> dtype_opt,
@@ -48,8 +61,11 @@ at::Tensor empty_strided(c10::IntArrayRef size, c10::IntArrayRef stride, std::op
   const auto device = c10::device_or_default(device_opt);
   check_factory_args(device, layout_opt, pin_memory_opt);
   const c10::DeviceGuard guard(device);
-  return at::detail::empty_strided_generic(size, stride, device_allocator(), kKeys,
-                                           c10::dtype_or_default(dtype_opt));
+  at::Tensor t = at::detail::empty_strided_generic(size, stride, device_allocator(), kKeys, c10::dtype_or_default(dtype_opt));
+  if (fill_deterministically()) {
+    at::native::fill_empty_deterministic_(t);
+  }
+  return t;
 }
 
 at::Tensor as_strided(const at::Tensor& self, c10::SymIntArrayRef size, c10::SymIntArrayRef stride,
@@ -72,6 +88,7 @@ const at::Tensor& resize_(const at::Tensor& self, c10::SymIntArrayRef size,
                           std::optional<c10::MemoryFormat> memory_format) {
   const auto sizes = C10_AS_INTARRAYREF_SLOW(size);
   auto* impl = self.unsafeGetTensorImpl();
+  const int64_t old_nbytes = impl->unsafe_storage() ? static_cast<int64_t>(impl->unsafe_storage().nbytes()) : 0;
   at::native::resize_impl_cpu_(impl, sizes, /*stride=*/std::nullopt, /*resize_storage=*/false);
   if (impl->numel() > 0) {
     const size_t needed = at::detail::computeStorageNbytesContiguous(sizes, self.dtype().itemsize(),
@@ -84,6 +101,9 @@ const at::Tensor& resize_(const at::Tensor& self, c10::SymIntArrayRef size,
   if (memory_format.has_value()) {
     TORCH_CHECK(*memory_format != c10::MemoryFormat::Preserve, "Unsupported memory format ", *memory_format);
     impl->empty_tensor_restride(*memory_format);
+  }
+  if (fill_deterministically()) {
+    at::native::fill_resize_deterministic_(self, old_nbytes);
   }
   return self;
 }
@@ -119,6 +139,10 @@ at::Tensor& set_empty(at::Tensor& self) {
   return at::cpu::set_(self, std::move(storage), 0, {0}, {});
 }
 
+// One in-order queue per device: a block can never be reused while queued work
+// still reads it, so there is nothing to record.
+void record_stream(at::Tensor& /*self*/, c10::Stream /*stream*/) {}
+
 TORCH_LIBRARY_IMPL(aten, PrivateUse1, m) {
   m.impl("empty.memory_format", empty_memory_format);
   m.impl("empty_strided", empty_strided);
@@ -133,6 +157,7 @@ TORCH_LIBRARY_IMPL(aten, PrivateUse1, m) {
   m.impl("set_.source_Storage", set_storage);
   m.impl("set_.source_Tensor", set_tensor);
   m.impl("set_", set_empty);
+  m.impl("record_stream", record_stream);
 }
 
 }  // namespace

@@ -79,6 +79,47 @@ def set_device(device: torch.device | str | int) -> None:
     _check_device(device)
 
 
+def _get_device_index(device: torch.device | str | int | None, optional: bool = False) -> int:
+    _check_device(device)
+    return 0
+
+
+class device:
+    """Context manager selecting a toony device; there is one, so it only validates the argument."""
+
+    def __init__(self, device: torch.device | str | int | None) -> None:
+        _check_device(device)
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> bool:
+        return False
+
+
+def current_stream(device: torch.device | str | int | None = None) -> torch.Stream:
+    """The device's only stream: one in-order queue."""
+    _check_device(device)
+    return torch.Stream(device=torch.device("toony", 0))
+
+
+def default_stream(device: torch.device | str | int | None = None) -> torch.Stream:
+    return current_stream(device)
+
+
+class stream:
+    """Context manager for a stream; every toony stream is the one queue, so there is nothing to switch."""
+
+    def __init__(self, stream: torch.Stream | None) -> None:
+        pass
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> bool:
+        return False
+
+
 def get_device_name(device: torch.device | str | int | None = None) -> str:
     _check_device(device)
     return _runtime_device().name
@@ -162,6 +203,16 @@ def memory_reserved(device: torch.device | str | int | None = None) -> int:
 
 def max_memory_reserved(device: torch.device | str | int | None = None) -> int:
     return max_memory_allocated(device)
+
+
+def memory_stats(device: torch.device | str | int | None = None) -> dict[str, int]:
+    cur, peak = memory_allocated(device), max_memory_allocated(device)
+    return {
+        "allocated_bytes.all.current": cur,
+        "allocated_bytes.all.peak": peak,
+        "reserved_bytes.all.current": cur,
+        "reserved_bytes.all.peak": peak,
+    }
 
 
 def empty_cache() -> None:

@@ -1,0 +1,142 @@
+"""The bridge between torch tensors on the toony device and toony_core's lazy values.
+
+A toony storage either holds its bytes in a device buffer or a *pending* lazy value (a 1-D toony_core
+Tensor over the whole storage). Pure ops only set pending values, so a chain of eager ops fuses into one
+kernel when something finally needs the bytes. Every pending value remembers which storages it reads; a
+write into a storage first realizes the pending values that read it, so no reader sees a later write.
+"""
+
+from __future__ import annotations
+
+import weakref
+
+import torch
+
+from toony_core import Tensor as Lazy
+from toony_core.realize import Stats
+from toony_core.realize import realize as realize_many
+from toony_core.runtime import Buffer
+from toony_core.uop import Ops
+
+from . import metrics, storage
+from .dtypes import to_toony
+
+# a pending value bigger than this many ops is realized right away, so the lazy graph never grows
+# without bound (a training loop that never reads its values back)
+MAX_PENDING_OPS = 400
+
+_reads: dict[int, set[int]] = {}  # pending storage -> the storages its value reads
+_readers: dict[int, set[int]] = {}  # storage -> pending storages whose values read it
+_size: dict[int, int] = {}  # pending storage -> ops in its graph (an estimate)
+_owner: weakref.WeakKeyDictionary[Buffer, int] = weakref.WeakKeyDictionary()  # buffer -> the storage it backs
+
+
+def addr_of(t: torch.Tensor) -> int:
+    return t.untyped_storage().data_ptr()
+
+
+def as_lazy(t: torch.Tensor, op: str = "") -> Lazy:
+    """t's values as a lazy toony_core Tensor (a strided view of its storage's current value)."""
+    if t.device.type != "toony":
+        if t.dim() == 0 and t.device.type == "cpu":  # torch lets 0-d CPU tensors mix with any device
+            return Lazy(t.item(), to_toony(t.dtype, op))
+        raise RuntimeError(f"Expected all tensors to be on the same device, but found at least two devices, "
+                           f"toony:0 and {t.device}! (in {op})")
+    dt = to_toony(t.dtype, op)
+    if t.numel() == 0:
+        return Lazy.zeros(tuple(t.shape), dt)
+    addr = addr_of(t)
+    e = storage.entry(addr)
+    if e.pending is not None and e.pending.dtype == dt:
+        base = e.pending
+    else:
+        base = Lazy.from_buffer(storage.read_buffer(addr), dt)
+    if t.storage_offset() == 0 and t.is_contiguous() and t.numel() == base.numel():
+        return base.reshape(tuple(t.shape))
+    return base.as_strided(tuple(t.shape), tuple(t.stride()), t.storage_offset())
+
+
+def set_pending(out: torch.Tensor, value: Lazy, inputs: list[torch.Tensor]) -> None:
+    """Give a fresh, dense toony tensor the lazy value `value` (same shape, dtype as stored)."""
+    addr = addr_of(out)
+    e = storage.entry(addr)
+    e.pending = value.reshape(value.numel())
+    e.buffer = None
+    reads = set()
+    size = 1 + len(value.uop.src)
+    for t in inputs:
+        if isinstance(t, torch.Tensor) and t.device.type == "toony" and t.numel():
+            a = addr_of(t)
+            if a in _reads:
+                reads |= _reads[a]
+                size += _size.get(a, 0)
+            else:
+                reads.add(a)
+    reads.discard(addr)
+    _reads[addr], _size[addr] = reads, size
+    for a in reads:
+        _readers.setdefault(a, set()).add(addr)
+    if size > MAX_PENDING_OPS:
+        realize_storages([addr])
+
+
+def realize_storages(addrs: list[int]) -> None:
+    """Run the pending values of these storages together (one schedule: shared work fuses)."""
+    entries = [storage.entry(a) for a in addrs if storage.entry(a).pending is not None]
+    if not entries:
+        return
+    values = [e.pending for e in entries]
+    before = Stats.kernels_launched
+    realize_many(*values)
+    metrics.count_kernels(Stats.kernels_launched - before)
+    for e, v in zip(entries, values):
+        _finish(e, v)
+
+
+def _finish(e: storage.StorageEntry, value: Lazy) -> None:
+    u = value.uop
+    while u.op is not Ops.BUFFER:
+        u = u.src[0]
+    buf: Buffer = u.arg[0]
+    if _owner.get(buf, e.addr) != e.addr or buf.nbytes != e.nbytes:
+        # the realized value is a buffer another storage already owns (an identical graph was realized
+        # before): storages never share buffers, so copy it
+        fresh = Buffer(e.nbytes)
+        buf.copy_to(fresh, min(buf.nbytes, e.nbytes))
+        buf = fresh
+    _owner[buf] = e.addr
+    e.buffer, e.pending = buf, None
+    _forget(e.addr)
+
+
+def _forget(addr: int) -> None:
+    for a in _reads.pop(addr, ()):
+        if a in _readers:
+            _readers[a].discard(addr)
+    _size.pop(addr, None)
+
+
+def _realizer(e: storage.StorageEntry) -> None:
+    realize_storages([e.addr])
+
+
+def _before_write(addr: int) -> None:
+    """A storage is about to be written: realize every pending value that reads it."""
+    readers = [a for a in _readers.pop(addr, set()) if a in _reads]
+    if readers:
+        realize_storages(readers)
+
+
+def forget_storage(addr: int) -> None:
+    """The storage was freed: its pending value is dropped and it is no longer a reader."""
+    _forget(addr)
+    _readers.pop(addr, None)
+
+
+def install() -> None:
+    storage.set_realizer(_realizer)
+    storage.add_write_hook(_before_write)
+
+
+def claim(buf: Buffer, addr: int) -> None:
+    _owner[buf] = addr
