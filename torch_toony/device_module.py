@@ -129,6 +129,7 @@ def synchronize(device: torch.device | str | int | None = None) -> None:
     """Wait for all queued device work (and run pending lazy values' kernels)."""
     _check_device(device)
     storage.drain_freed()
+    storage.realize_all()
     from toony_core.runtime import synchronize as runtime_synchronize
 
     runtime_synchronize()

@@ -26,6 +26,7 @@ _ext: ModuleType | None = None  # the C++ extension, bound at registration
 _entries: dict[int, StorageEntry] = {}
 _realizer: Callable[[StorageEntry], None] | None = None
 _write_hooks: list[Callable[[int], None]] = []
+_free_hooks: list[Callable[[int], None]] = []
 
 
 @dataclass(eq=False, slots=True)
@@ -54,6 +55,11 @@ def add_write_hook(fn: Callable[[int], None]) -> None:
     _write_hooks.append(fn)
 
 
+def add_free_hook(fn: Callable[[int], None]) -> None:
+    """Run `fn(addr)` when the storage at addr has been freed by PyTorch and its entry is released."""
+    _free_hooks.append(fn)
+
+
 def drain_freed() -> int:
     """Release the entries of storages PyTorch has freed; return how many."""
     if _ext is None:
@@ -61,6 +67,8 @@ def drain_freed() -> int:
     freed = _ext.drain_freed()
     for addr in freed:
         _entries.pop(addr, None)
+        for hook in _free_hooks:
+            hook(addr)
     return len(freed)
 
 
@@ -97,6 +105,12 @@ def realize_storage(addr: int) -> StorageEntry:
     if e.buffer is None:
         e.buffer = _new_buffer(e.nbytes)
     return e
+
+
+def realize_all() -> None:
+    """Realize every pending value (torch.toony.synchronize)."""
+    for addr in [a for a, e in _entries.items() if e.pending is not None]:
+        realize_storage(addr)
 
 
 def read_buffer(addr: int) -> Buffer:

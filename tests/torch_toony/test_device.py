@@ -161,13 +161,48 @@ def test_memory_allocated_goes_down():
     assert torch.toony.max_memory_allocated() == before
 
 
-def test_freed_storages_release_their_buffers():
+def test_freed_storages_release_their_buffers(monkeypatch):
+    freed = []
+    monkeypatch.setattr(storage, "_free_hooks", [freed.append])
     t = torch.arange(100.0).to(DEV)
     addr = t.untyped_storage().data_ptr()
     assert addr in storage._entries
     del t
     storage.drain_freed()
     assert addr not in storage._entries
+    assert addr in freed
+
+
+def test_pending_values_are_realized_before_reads(monkeypatch):
+    """The contract the op layer builds on: a storage may hold a pending lazy value instead of bytes."""
+    realized, hooked = [], []
+
+    def realizer(e: storage.StorageEntry) -> None:
+        realized.append(e.addr)
+        if e.buffer is None:
+            e.buffer = storage._new_buffer(e.nbytes)
+        e.buffer.copyin(e.pending.numpy())
+        e.pending = None
+
+    monkeypatch.setattr(storage, "_realizer", realizer)
+    monkeypatch.setattr(storage, "_write_hooks", [hooked.append])
+    t = torch.empty(4, device=DEV)
+    addr = t.untyped_storage().data_ptr()
+    storage.entry(addr).pending = torch.tensor([1.0, 2.0, 3.0, 4.0])  # stands in for a lazy value
+    assert_same(t[1:3].cpu(), torch.tensor([2.0, 3.0]))
+    assert realized == [addr] and storage.entry(addr).pending is None
+    storage.entry(addr).pending = torch.tensor([5.0, 6.0, 7.0, 8.0])
+    t[0].copy_(torch.tensor(0.0))  # a partial write realizes first, then writes
+    assert hooked == [addr]
+    assert_same(t.cpu(), torch.tensor([0.0, 6.0, 7.0, 8.0]))
+    storage.entry(addr).pending = torch.tensor([9.0, 9.0, 9.0, 9.0])
+    t.copy_(torch.ones(4))  # a whole overwrite drops the pending value unrealized
+    assert realized == [addr, addr]
+    assert_same(t.cpu(), torch.ones(4))
+    storage.entry(addr).pending = torch.tensor([2.0, 2.0, 2.0, 2.0])
+    torch.toony.synchronize()  # realizes everything pending
+    assert storage.entry(addr).pending is None
+    assert_same(t.cpu(), torch.full((4,), 2.0))
 
 
 def test_out_of_memory_names_sizes():
