@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from . import copy, device_module, fallback, storage
+from . import copy, device_module, eager, fallback, lazy, storage
 from ._build import load_extension
 
 _registered = False
@@ -44,4 +44,7 @@ def register() -> None:
     )
     copy.register_kernels()
     fallback.register()
+    # the op layer: native toony kernels (lazy, fused) override the fallback op by op
+    lazy.install()
+    eager.register()
     _registered = True

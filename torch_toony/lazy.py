@@ -136,7 +136,15 @@ def forget_storage(addr: int) -> None:
 def install() -> None:
     storage.set_realizer(_realizer)
     storage.add_write_hook(_before_write)
+    storage.add_free_hook(forget_storage)
 
 
 def claim(buf: Buffer, addr: int) -> None:
     _owner[buf] = addr
+
+
+def run(value: Lazy) -> None:
+    """Realize a value now (an in-place write into an existing buffer), counting its kernels."""
+    before = Stats.kernels_launched
+    value.realize()
+    metrics.count_kernels(Stats.kernels_launched - before)

@@ -1,0 +1,239 @@
+"""The eager device: every entry of the lowering table becomes a PrivateUse1 kernel.
+
+A kernel turns its toony tensor arguments into lazy values (lazy.as_lazy), runs the lowering, and gives a
+new toony tensor the lazy result as its pending value: no kernel runs until the bytes are needed. Output
+metadata (shape, dtype, strides, and every error torch raises for bad arguments) comes from running the
+same op on the meta device once per argument signature. In-place and out= overloads reuse the functional
+lowering and write the result into their target.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch.utils._pytree import tree_flatten, tree_map
+
+from toony_core import Tensor as Lazy
+
+from . import lazy, storage
+from .dtypes import to_toony
+from .lowering import LOWERINGS, Lowering
+
+_libs: list[torch.library.Library] = []
+
+
+def _meta_arg(x: Any) -> Any:
+    if isinstance(x, torch.Tensor):
+        if x.device.type == "cpu" and x.dim() == 0:
+            return torch.empty((), dtype=x.dtype, device="meta")  # a 0-d CPU tensor mixes with any device
+        return torch.empty_strided(x.shape, x.stride(), dtype=x.dtype, device="meta")
+    if isinstance(x, torch.device):
+        return torch.device("meta")
+    return x
+
+
+def _sig(x: Any) -> Any:
+    if isinstance(x, torch.Tensor):
+        return ("T", tuple(x.shape), tuple(x.stride()), x.dtype, x.device.type == "cpu" and x.dim() == 0)
+    if isinstance(x, float):
+        return ("f", x if x != x or x in (float("inf"), float("-inf")) else 0.0)  # the value never changes meta
+    if isinstance(x, (list, tuple)):
+        return tuple(_sig(v) for v in x)
+    return x
+
+
+_meta_cache: dict[Any, Any] = {}
+
+
+def meta_outputs(op: torch._ops.OpOverload, args: tuple, kwargs: dict) -> Any:
+    """The op's outputs on the meta device: torch's own shape, dtype and stride rules, and its errors."""
+    key = (op, _sig(args), _sig(tuple(sorted(kwargs.items()))))
+    try:
+        hit = _meta_cache.get(key)
+    except TypeError:  # an unhashable argument: no caching
+        key, hit = None, None
+    if hit is not None:
+        return hit
+    out = op(*tree_map(_meta_arg, args), **tree_map(_meta_arg, kwargs))
+    if key is not None:
+        _meta_cache[key] = out
+    return out
+
+
+def _storage_order(value: Lazy, like: torch.Tensor) -> Lazy | None:
+    """value laid out as like's storage holds it (like dense, possibly permuted); None if like is not dense."""
+    if like.is_contiguous():
+        return value.reshape(value.numel())
+    order = sorted(range(like.dim()), key=lambda d: (-like.stride()[d], d))
+    shape = [like.shape[d] for d in order]
+    expected = 1
+    for d in reversed(order):
+        if like.shape[d] != 1 and like.stride()[d] != expected:
+            return None
+        expected *= like.shape[d]
+    return value.permute(order).reshape(int(torch.Size(shape).numel()))
+
+
+def new_output(meta: torch.Tensor, value: Lazy, inputs: list) -> torch.Tensor:
+    """A fresh toony tensor laid out like meta whose pending value is `value`."""
+    value = value.cast(to_toony(meta.dtype))
+    if tuple(value.shape) != tuple(meta.shape):
+        value = value.reshape(tuple(meta.shape)) if value.numel() == meta.numel() else value.expand(tuple(meta.shape))
+    ordered = _storage_order(value, meta)
+    if ordered is None:
+        out = torch.empty(meta.shape, dtype=meta.dtype, device="toony")
+        ordered = value.reshape(value.numel())
+    else:
+        out = torch.empty_strided(meta.shape, meta.stride(), dtype=meta.dtype, device="toony")
+    if meta.numel():
+        lazy.set_pending(out, ordered, inputs)
+    return out
+
+
+def write_into(dst: torch.Tensor, value: Lazy, inputs: list) -> None:
+    """dst <- value (broadcast and cast to dst), as an in-place op or an out= argument does it."""
+    if dst.numel() == 0:
+        return
+    value = value.cast(to_toony(dst.dtype))
+    if tuple(value.shape) != tuple(dst.shape):
+        value = value.expand(tuple(dst.shape))
+    addr = lazy.addr_of(dst)
+    e = storage.entry(addr)
+    lazy._before_write(addr)
+    whole = dst.storage_offset() == 0 and dst.numel() * dst.element_size() == e.nbytes
+    ordered = _storage_order(value, dst) if whole else None
+    if ordered is not None:
+        lazy.set_pending(dst, ordered, inputs)
+        return
+    buf = storage.read_buffer(addr)
+    target = Lazy.from_buffer(buf, to_toony(dst.dtype))
+    lazy.run(target.assign_strided(tuple(dst.shape), tuple(dst.stride()), dst.storage_offset(), value))
+
+
+def _tensors(args: Any) -> list[torch.Tensor]:
+    return [x for x in tree_flatten(args)[0] if isinstance(x, torch.Tensor)]
+
+
+def _lazy_args(args: Any, name: str) -> Any:
+    return tree_map(lambda x: lazy.as_lazy(x, name) if isinstance(x, torch.Tensor) else x, args)
+
+
+def _compute(low: Lowering, op: torch._ops.OpOverload, args: tuple, kwargs: dict, meta: Any) -> Any:
+    largs, lkwargs = _lazy_args(args, op.__name__), _lazy_args(kwargs, op.__name__)
+    if low.pointwise:
+        dt = to_toony(low.compute_dtype(args, kwargs, meta))
+        largs = tree_map(lambda x: x.cast(dt) if isinstance(x, Lazy) else x, largs)
+    return low.fn(*largs, **lkwargs)
+
+
+def _functional_kernel(op: torch._ops.OpOverload, low: Lowering) -> Callable:
+    def kernel(*args: Any, **kwargs: Any) -> Any:
+        meta = meta_outputs(op, args, kwargs)
+        res = _compute(low, op, args, kwargs, meta)
+        ins = _tensors((args, kwargs))
+        if isinstance(meta, torch.Tensor):
+            return new_output(meta, res, ins)
+        return type(meta)(new_output(m, r, ins) for m, r in zip(meta, res))
+
+    return kernel
+
+
+def _inplace_kernel(op: torch._ops.OpOverload, functional: torch._ops.OpOverload, low: Lowering) -> Callable:
+    def kernel(self: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        meta_outputs(op, (self, *args), kwargs)  # torch's checks (broadcast to self, castable result)
+        meta = meta_outputs(functional, (self, *args), kwargs)
+        res = _compute(low, functional, (self, *args), kwargs, meta)
+        write_into(self, res, _tensors((self, args, kwargs)))
+        return self
+
+    return kernel
+
+
+def _out_kernel(
+    op: torch._ops.OpOverload, functional: torch._ops.OpOverload, low: Lowering, out_names: list[str]
+) -> Callable:
+    def kernel(*args: Any, **kwargs: Any) -> Any:
+        outs = [kwargs.pop(n) for n in out_names]
+        meta = meta_outputs(functional, args, kwargs)
+        res = _compute(low, functional, args, kwargs, meta)
+        metas, results = ([meta], [res]) if isinstance(meta, torch.Tensor) else (list(meta), list(res))
+        for out, m, r in zip(outs, metas, results):
+            if out.dtype != m.dtype and not torch.can_cast(m.dtype, out.dtype):
+                raise RuntimeError(f"result type {m.dtype} can't be cast to the desired output type {out.dtype}")
+            if tuple(out.shape) != tuple(m.shape):
+                out.resize_(m.shape)  # torch's out= semantics (it warns for non-empty outs; we follow the resize)
+            write_into(out, r, _tensors((args, kwargs)))
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
+    return kernel
+
+
+@functools.cache
+def _overload(name: str) -> torch._ops.OpOverload:
+    base, _, overload = name.partition(".")
+    packet = getattr(torch.ops.aten, base)
+    return getattr(packet, overload or "default")
+
+
+def _variants(name: str) -> list[tuple[str, str]]:
+    """(overload name, kind) for the functional overload, its in-place twin and its out= twin, where they exist."""
+    base, _, overload = name.partition(".")
+    found = [(name, "functional")]
+    inplace = f"{base}_.{overload}" if overload else f"{base}_"
+    out = f"{base}.out" if overload in ("", "default", "Tensor") else f"{base}.{overload}_out"
+    for cand, kind in ((inplace, "inplace"), (out, "out")):
+        try:
+            _overload(cand)
+            found.append((cand, kind))
+        except AttributeError:
+            pass
+    return found
+
+
+def _to_copy(x: torch.Tensor, *, dtype: torch.dtype | None = None, layout: Any = None, device: Any = None,
+             pin_memory: bool | None = None, non_blocking: bool = False,
+             memory_format: torch.memory_format | None = None) -> torch.Tensor:
+    """Dtype conversion on the device is a lazy cast; moves between devices are copies."""
+    dst = torch.device(device) if device is not None else x.device
+    dtype = dtype or x.dtype
+    if x.device.type == "toony" and dst.type == "toony" and memory_format in (None, torch.preserve_format):
+        meta = torch.empty_strided(x.shape, x.stride(), dtype=dtype, device="meta") if _dense(x) else \
+            torch.empty(x.shape, dtype=dtype, device="meta")
+        return new_output(meta, lazy.as_lazy(x, "_to_copy").cast(to_toony(dtype)), [x])
+    fmt = memory_format or torch.preserve_format
+    out = torch.empty_like(x, dtype=dtype, device=dst, memory_format=fmt, pin_memory=bool(pin_memory))
+    return out.copy_(x)
+
+
+def _dense(t: torch.Tensor) -> bool:
+    return _storage_order(Lazy.zeros((0,)), t) is not None if t.numel() == 0 else \
+        torch.empty_strided(t.shape, t.stride(), device="meta").is_non_overlapping_and_dense()
+
+
+def register() -> None:
+    """Register every lowering as the PrivateUse1 kernel of its ATen overloads."""
+    if _libs:
+        return
+    lib = torch.library.Library("aten", "IMPL")  # noqa: TOR901 - implementing existing aten ops
+    for name, low in LOWERINGS.items():
+        try:
+            functional = _overload(name)
+        except AttributeError:  # the loop-generated names list overloads some ops lack (bitwise_not.Scalar)
+            continue
+        for variant, kind in _variants(name):
+            op = _overload(variant)
+            if torch._C._dispatch_has_kernel_for_dispatch_key(op.name(), "CompositeImplicitAutograd"):
+                continue  # a PrivateUse1 kernel there would replace the op's autograd formula
+            if kind == "functional":
+                k = _functional_kernel(op, low)
+            elif kind == "inplace":
+                k = _inplace_kernel(op, functional, low)
+            else:
+                outs = [a.name for a in op._schema.arguments if a.is_out]
+                k = _out_kernel(op, functional, low, outs)
+            lib.impl(variant.replace(".default", ""), k, "PrivateUse1")
+    lib.impl("_to_copy", _to_copy, "PrivateUse1")
+    _libs.append(lib)
