@@ -660,3 +660,7 @@ def _triangle(x: Tensor, diagonal: int, lower: bool) -> Tensor:
     cols = Tensor.arange(c).reshape(1, c)
     keep = (cols - rows <= diagonal) if lower else (cols - rows >= diagonal)
     return keep._broadcast_to(x.shape).where(x, Tensor.full((), 0, x.dtype))
+
+
+# the other lowering modules add their entries to LOWERINGS when imported
+from . import lowering_conv, lowering_nn  # noqa: E402, F401
