@@ -30,13 +30,17 @@ class AccUpdate:
 
 @dataclass
 class Loop:
+    """A serial loop over a RANGE and the items computed inside it."""
+
     range: UOp
     body: list[Item]
 
 
+Item = UOp | AccDecl | AccUpdate | Loop
+
+
 def linearize(sink: UOp) -> list[Item]:
     nodes = sink.toposort()
-    position = {u: i for i, u in enumerate(nodes)}
     ranges_of: dict[UOp, frozenset[UOp]] = {}
     owner: dict[UOp, UOp] = {}  # range -> the ACC looping over it
     for u in nodes:

@@ -201,7 +201,8 @@ def render(sink: UOp, name: str) -> str:
             if isinstance(it, AccDecl):
                 acc = it.acc
                 names[acc] = var("acc")
-                lines.append(f"{ind}{acc.dtype.cname} {names[acc]} = {render_const(REDUCE_IDENTITY[acc.arg](acc.dtype), acc.dtype)};")
+                identity = render_const(REDUCE_IDENTITY[acc.arg](acc.dtype), acc.dtype)
+                lines.append(f"{ind}{acc.dtype.cname} {names[acc]} = {identity};")
                 continue
             if isinstance(it, AccUpdate):
                 acc = it.acc

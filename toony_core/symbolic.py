@@ -18,32 +18,29 @@ def _c_div(a: int, b: int) -> int:
     return q if (a >= 0) == (b >= 0) else -q
 
 
+_INT_ALU = {
+    Ops.NEG: lambda a: -a, Ops.ABS: abs, Ops.ADD: lambda a, b: a + b, Ops.SUB: lambda a, b: a - b,
+    Ops.MUL: lambda a, b: a * b, Ops.MAX: max, Ops.MIN: min, Ops.CMPLT: lambda a, b: a < b,
+    Ops.CMPLE: lambda a, b: a <= b, Ops.CMPEQ: lambda a, b: a == b, Ops.CMPNE: lambda a, b: a != b,
+    Ops.AND: lambda a, b: a & b, Ops.OR: lambda a, b: a | b, Ops.XOR: lambda a, b: a ^ b,
+    Ops.IDIV: lambda a, b: _c_div(a, b) if b else None,
+    Ops.MOD: lambda a, b: a - b * _c_div(a, b) if b else None,
+    Ops.WHERE: lambda c, a, b: a if c else b,
+}
+
+
 def exec_int_alu(op: Ops, dtype: DType, args: list[int]) -> int | bool | None:
     """Evaluate an integer/bool ALU op the way the C code would; None where C leaves it undefined."""
-    a = args[0]
-    b = args[1] if len(args) > 1 else None
-    match op:
-        case Ops.NEG: r = -a
-        case Ops.NOT: r = (not a) if dtype == dtypes.bool else ~a
-        case Ops.ABS: r = abs(a)
-        case Ops.ADD: r = a + b
-        case Ops.SUB: r = a - b
-        case Ops.MUL: r = a * b
-        case Ops.IDIV: r = _c_div(a, b) if b else None
-        case Ops.MOD: r = a - b * _c_div(a, b) if b else None
-        case Ops.MAX: r = max(a, b)
-        case Ops.MIN: r = min(a, b)
-        case Ops.CMPLT: r = a < b
-        case Ops.CMPLE: r = a <= b
-        case Ops.CMPEQ: r = a == b
-        case Ops.CMPNE: r = a != b
-        case Ops.AND: r = a & b
-        case Ops.OR: r = a | b
-        case Ops.XOR: r = a ^ b
-        case Ops.SHL: r = a << b if 0 <= b < dtype.itemsize * 8 else None
-        case Ops.SHR: r = a >> b if 0 <= b < dtype.itemsize * 8 else None
-        case Ops.WHERE: r = args[1] if a else args[2]
-        case _: return None
+    bits = dtype.itemsize * 8
+    if op is Ops.NOT:
+        r = (not args[0]) if dtype == dtypes.bool else ~args[0]
+    elif op in (Ops.SHL, Ops.SHR):
+        a, b = args
+        r = None if not 0 <= b < bits else (a << b if op is Ops.SHL else a >> b)
+    elif op in _INT_ALU:
+        r = _INT_ALU[op](*args)
+    else:
+        return None
     return None if r is None else normalize_const(r, dtypes.bool if op in COMPARE else dtype)
 
 

@@ -8,10 +8,17 @@ from typing import Any
 
 import numpy as np
 
-from .dtype import (DType, bf16_bits_to_float32, dtypes, float32_to_bf16_bits, promote, result_dtype_with_scalar,
-                    scalar_dtype)
+from .dtype import (
+    DType,
+    bf16_bits_to_float32,
+    dtypes,
+    float32_to_bf16_bits,
+    promote,
+    result_dtype_with_scalar,
+    scalar_dtype,
+)
 from .helpers import normalize_axes, prod, strides_for
-from .runtime import Buffer, ToonyError
+from .runtime import Buffer
 from .uop import REDUCE_IDENTITY, Ops, UOp
 
 Scalar = bool | int | float

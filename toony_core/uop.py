@@ -91,8 +91,8 @@ class Ops(Enum):
 
 UNARY = {Ops.NEG, Ops.EXP, Ops.EXP2, Ops.LOG, Ops.LOG2, Ops.SIN, Ops.COS, Ops.TAN, Ops.TANH, Ops.ERF, Ops.SQRT,
          Ops.RSQRT, Ops.RECIP, Ops.ABS, Ops.FLOOR, Ops.CEIL, Ops.TRUNC, Ops.NOT}
-BINARY = {Ops.ADD, Ops.SUB, Ops.MUL, Ops.FDIV, Ops.IDIV, Ops.MOD, Ops.MAX, Ops.MIN, Ops.POW, Ops.CMPLT, Ops.CMPLE, Ops.CMPEQ,
-          Ops.CMPNE, Ops.AND, Ops.OR, Ops.XOR, Ops.SHL, Ops.SHR}
+BINARY = {Ops.ADD, Ops.SUB, Ops.MUL, Ops.FDIV, Ops.IDIV, Ops.MOD, Ops.MAX, Ops.MIN, Ops.POW, Ops.CMPLT, Ops.CMPLE,
+          Ops.CMPEQ, Ops.CMPNE, Ops.AND, Ops.OR, Ops.XOR, Ops.SHL, Ops.SHR}
 COMPARE = {Ops.CMPLT, Ops.CMPLE, Ops.CMPEQ, Ops.CMPNE}
 ALU = UNARY | BINARY | {Ops.WHERE}
 ELEMENTWISE = ALU | {Ops.CAST, Ops.BITCAST}
@@ -193,7 +193,9 @@ class UOp:
     def __and__(self, o: UOp | bool) -> UOp: return self.alu(Ops.AND, o)
     def eq(self, o: UOp | int) -> UOp: return self.alu(Ops.CMPEQ, o)
     def ne(self, o: UOp | int) -> UOp: return self.alu(Ops.CMPNE, o)
-    def ge(self, o: UOp | int) -> UOp: return UOp.const(o, self.dtype).alu(Ops.CMPLE, self) if isinstance(o, int) else o.alu(Ops.CMPLE, self)
+    def ge(self, o: UOp | int) -> UOp:
+        lhs = o if isinstance(o, UOp) else UOp.const(o, self.dtype)
+        return lhs.alu(Ops.CMPLE, self)
     def where(self, a: UOp | int | float, b: UOp | int | float) -> UOp:
         ref = a if isinstance(a, UOp) else b
         assert isinstance(ref, UOp), "where needs one UOp branch to take the dtype from"

@@ -594,11 +594,9 @@ def _broadcast_indices(x: Tensor, indices: Sequence[Tensor | None]) -> tuple[Ten
     """Flat positions in x for advanced indexing x[indices] (torch.index semantics), the result shape, and
     where the indexed dims land."""
     idx = list(indices) + [None] * (x.ndim - len(indices))
-    expanded: list[Tensor | None] = []
-    for i, t in enumerate(idx):
-        if t is not None and t.dtype == dtypes.bool:  # a mask: only static masks are supported via nonzero
-            raise NotImplementedError("boolean mask indexing needs data-dependent shapes")
-        expanded.append(t)
+    if any(t is not None and t.dtype == dtypes.bool for t in idx):
+        raise NotImplementedError("boolean mask indexing needs data-dependent shapes")
+    expanded: list[Tensor | None] = idx
     tensor_dims = [i for i, t in enumerate(expanded) if t is not None]
     from toony_core.tensor import _broadcast_shape
     bshape = _broadcast_shape(*[expanded[i].shape for i in tensor_dims])
