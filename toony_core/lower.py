@@ -9,16 +9,19 @@ accumulator over fresh loop ranges. The symbolic rules then simplify the indices
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 
 from .dtype import DType, dtypes
 from .helpers import getenv, prod, strides_for
+from .runtime import device
 from .schedule import fused_reduces, loop_dims
 from .symbolic import symbolic
 from .uop import ELEMENTWISE, REDUCE_IDENTITY, Ops, PatternMatcher, UOp, UPat, graph_rewrite
 
 INT32_MAX = 2**31 - 1
+UPCAST = 4
 
 
 @dataclass
@@ -206,14 +209,31 @@ def _depends_on(u: UOp, x: UOp) -> bool:
 
 
 def choose_local(serial_work: int, n_global: int) -> int:
-    """Work-group size for a kernel whose work-items each do serial_work steps of reductions and loops:
-    big serial work is split across a work-group (tree-combined in local memory) so that no work-item
-    loops over millions of elements alone and the device has enough work-items in flight."""
-    if getenv("TOONY_NOLOCAL") or serial_work < 256:
+    """Work-group size for a kernel whose work-items each do serial_work steps of reductions and loops.
+    On a GPU, big serial work is split across a work-group (tree-combined in local memory) so no work-item
+    loops over many elements alone and enough work-items are in flight. A CPU runs a whole work-group on
+    one core, so there a group only adds barriers: work-items stay alone (huge reductions are split into
+    two kernels by the front end instead). TOONY_LOCAL=1/0 forces the GPU choice on or off."""
+    forced = getenv("TOONY_LOCAL", -1)
+    if forced == 0 or (forced == -1 and not device().is_gpu) or serial_work < 256:
         return 1
     if n_global >= (1 << 16) and serial_work < 4096:
         return 1  # plenty of parallel outputs: one work-item each is fine
     return 256 if serial_work >= 8192 else 64
+
+
+def choose_upcast(shape: tuple[int, ...], gdims: list[int], has_reduce: bool, local: int) -> list[int]:
+    """Output axes each work-item computes UPCAST of (register tiling): a matrix product's work-item then
+    computes a 4x4 block, loading 4 values of each operand per step for 16 multiply-adds."""
+    if local > 1 or not has_reduce or getenv("TOONY_NOUPCAST"):
+        return []
+    dims: list[int] = []
+    n_global = prod(shape[d] for d in gdims)
+    for d in reversed(gdims):
+        if len(dims) < 2 and shape[d] % UPCAST == 0 and n_global // UPCAST >= 1024:
+            dims.append(d)
+            n_global //= UPCAST
+    return dims
 
 
 def lower(ast: UOp) -> KernelInfo:
@@ -232,9 +252,16 @@ def lower(ast: UOp) -> KernelInfo:
     lid = UOp(Ops.SPECIAL, index, (), ("lid", local)) if local > 1 else None
     ctx = LowerCtx(index, local, lid)
 
+    upcast = choose_upcast(shape, gdims, bool(reduces), local)
+    gsizes = tuple(shape[d] // UPCAST if d in upcast else shape[d] for d in gdims)
+    n_global = prod(gsizes)
     gid = UOp(Ops.SPECIAL, index, (), ("group" if local > 1 else "gid", n_global))
     idxs: list[UOp] = [ctx.const(0)] * len(shape)
-    for d, i in zip(gdims, _unflatten(gid, tuple(shape[d] for d in gdims))):
+    unrolled: list[UOp] = []
+    for d, i in zip(gdims, _unflatten(gid, gsizes)):
+        if d in upcast:
+            unrolled.append(ctx.new_range(UPCAST))
+            i = i * UPCAST + unrolled[-1]
         idxs[d] = i
     valid = UOp.const(True, dtypes.bool)
     ldims = sorted(loops)
@@ -258,13 +285,26 @@ def lower(ast: UOp) -> KernelInfo:
                 pos = pos + i * st
     sink = UOp(Ops.SINK, None, (UOp(Ops.STORE, None, (out, pos, val, valid), acc),))
     sink = graph_rewrite(graph_rewrite(sink, lowering, ctx), symbolic)
+    if unrolled:
+        sink = graph_rewrite(_unroll(sink, unrolled), symbolic)
     if lid is not None:  # a store every work-item of the group would make alike: only the first makes it
         st = sink.src[0]
         if not _depends_on(st.src[1], lid):
             sink = sink.replace(src=(st.replace(src=(*st.src[:3], st.src[3] & lid.eq(0))),))
             sink = graph_rewrite(sink, symbolic)
-    name = kernel_name(ast, gdims, ldims, reduces, shape)
+    name = kernel_name(ast, gdims, ldims, reduces, shape) + "".join(f"_u{shape[d]}" for d in upcast)
     return KernelInfo(name, n_global * local, local if local > 1 else None, sink)
+
+
+def _unroll(sink: UOp, ranges: list[UOp]) -> UOp:
+    """One copy of the kernel's stores per value of the unrolled ranges. The copies share every node that
+    does not depend on them, and their accumulators share the reduction loops (see linearize)."""
+    stores: list[UOp] = []
+    for values in itertools.product(*(range(r.arg[1]) for r in ranges)):
+        subst = {r: UOp.const(v, r.dtype) for r, v in zip(ranges, values)}
+        pm = PatternMatcher([(UPat(Ops.RANGE, name="r"), lambda r: subst.get(r))])
+        stores.extend(graph_rewrite(sink, pm).src)
+    return UOp(Ops.SINK, None, tuple(stores))
 
 
 def kernel_name(ast: UOp, gdims: list[int] | None = None, ldims: list[int] | None = None,

@@ -452,8 +452,8 @@ class Tensor:
         flat = self.permute(keep + list(axes)).reshape(n_out, n_reduce)
         chunk = math.ceil(n_reduce / SPLIT_REDUCE_CHUNKS)
         padded = flat.pad(((0, 0), (0, chunk * SPLIT_REDUCE_CHUNKS - n_reduce)), REDUCE_IDENTITY[op](self.dtype))
-        partial = padded.reshape(n_out, SPLIT_REDUCE_CHUNKS, chunk)._reduce(op, 2, False).contiguous()
-        total = partial._reduce(op, 1, False)
+        partial = padded.reshape(n_out, SPLIT_REDUCE_CHUNKS, chunk)._reduce(op, 2, True).contiguous()
+        total = partial._reduce(op, (1, 2), False)
         out_shape = tuple(1 if i in axes else s for i, s in enumerate(self.shape))
         return total.reshape(out_shape)
 
