@@ -136,7 +136,8 @@ def _functional_kernel(op: torch._ops.OpOverload, low: Lowering) -> Callable:
         ins = _tensors((args, kwargs))
         if isinstance(meta, torch.Tensor):
             return new_output(meta, res, ins)
-        return type(meta)(new_output(m, r, ins) for m, r in zip(meta, res))
+        # masked outputs of multi-output ops (convolution_backward's output_mask) are None on meta too
+        return type(meta)(new_output(m, r, ins) if m is not None else None for m, r in zip(meta, res))
 
     return kernel
 
