@@ -108,9 +108,10 @@ REDUCE_IDENTITY: dict[Ops, Callable[[DType], Any]] = {
 
 def _arg_key(arg: Any) -> Any:
     """Floats are keyed by their bits so 0.0 and -0.0 stay distinct and nan finds itself."""
-    if isinstance(arg, float):
+    t = type(arg)
+    if t is float:
         return ("f", arg.hex())
-    if isinstance(arg, tuple):
+    if t is tuple and any(type(a) in (float, tuple) for a in arg):
         return tuple(_arg_key(a) for a in arg)
     return arg
 

@@ -10,15 +10,17 @@ lowering and write the result into their target.
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch.utils._pytree import tree_flatten, tree_map
+from torch.utils._pytree import tree_map
 
 from toony_core import Tensor as Lazy
 
 from . import lazy, storage
+from .copy import is_dense
 from .dtypes import to_toony
 from .lowering import LOWERINGS, Lowering
 
@@ -114,18 +116,34 @@ def write_into(dst: torch.Tensor, value: Lazy, inputs: list) -> None:
 
 
 def _tensors(args: Any) -> list[torch.Tensor]:
-    return [x for x in tree_flatten(args)[0] if isinstance(x, torch.Tensor)]
+    """The tensors among ATen arguments (which are flat, or lists of tensors, or dicts of kwargs)."""
+    out: list[torch.Tensor] = []
+    for a in (args.values() if isinstance(args, dict) else args):
+        if isinstance(a, torch.Tensor):
+            out.append(a)
+        elif isinstance(a, (list, tuple, dict)):
+            out.extend(_tensors(a))
+    return out
 
 
 def _lazy_args(args: Any, name: str) -> Any:
-    return tree_map(lambda x: lazy.as_lazy(x, name) if isinstance(x, torch.Tensor) else x, args)
+    """ATen arguments with each toony tensor (also inside lists) replaced by its lazy value."""
+    def conv(a: Any) -> Any:
+        if isinstance(a, torch.Tensor):
+            return lazy.as_lazy(a, name)
+        if isinstance(a, (list, tuple)):
+            return type(a)(conv(x) for x in a)
+        return a
+    if isinstance(args, dict):
+        return {k: conv(v) for k, v in args.items()}
+    return tuple(conv(a) for a in args)
 
 
 def _compute(low: Lowering, op: torch._ops.OpOverload, args: tuple, kwargs: dict, meta: Any) -> Any:
     largs, lkwargs = _lazy_args(args, op.__name__), _lazy_args(kwargs, op.__name__)
     if low.pointwise:
         dt = to_toony(low.compute_dtype(args, kwargs, meta))
-        largs = tree_map(lambda x: x.cast(dt) if isinstance(x, Lazy) else x, largs)
+        largs = tuple(x.cast(dt) if isinstance(x, Lazy) else x for x in largs)
     return low.fn(*largs, **lkwargs)
 
 
@@ -201,17 +219,12 @@ def _to_copy(x: torch.Tensor, *, dtype: torch.dtype | None = None, layout: Any =
     dst = torch.device(device) if device is not None else x.device
     dtype = dtype or x.dtype
     if x.device.type == "toony" and dst.type == "toony" and memory_format in (None, torch.preserve_format):
-        meta = torch.empty_strided(x.shape, x.stride(), dtype=dtype, device="meta") if _dense(x) else \
+        meta = torch.empty_strided(x.shape, x.stride(), dtype=dtype, device="meta") if is_dense(x) else \
             torch.empty(x.shape, dtype=dtype, device="meta")
         return new_output(meta, lazy.as_lazy(x, "_to_copy").cast(to_toony(dtype)), [x])
     fmt = memory_format or torch.preserve_format
     out = torch.empty_like(x, dtype=dtype, device=dst, memory_format=fmt, pin_memory=bool(pin_memory))
     return out.copy_(x)
-
-
-def _dense(t: torch.Tensor) -> bool:
-    return _storage_order(Lazy.zeros((0,)), t) is not None if t.numel() == 0 else \
-        torch.empty_strided(t.shape, t.stride(), device="meta").is_non_overlapping_and_dense()
 
 
 def register() -> None:
@@ -235,6 +248,9 @@ def register() -> None:
             else:
                 outs = [a.name for a in op._schema.arguments if a.is_out]
                 k = _out_kernel(op, functional, low, outs)
-            lib.impl(variant.replace(".default", ""), k, "PrivateUse1")
+            with warnings.catch_warnings():
+                # aten::clamp.out carries a stray kernel under PrivateUse1 in torch 2.13: replacing it is the point
+                warnings.filterwarnings("ignore", message="Warning only once for all operators")
+                lib.impl(variant.replace(".default", ""), k, "PrivateUse1")
     lib.impl("_to_copy", _to_copy, "PrivateUse1")
     _libs.append(lib)
