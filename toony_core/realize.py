@@ -45,7 +45,8 @@ def get_kernel(ast: UOp) -> CompiledKernel:
     if (k := _kernels.get(ast)) is not None:
         return k
     info = lower(ast)
-    source = render(info.uops, info.name)
+    params = {u.arg[0]: u.dtype for u in ast.toposort() if u.op is Ops.DEFINE_GLOBAL}
+    source = render(info.uops, info.name, params)
     if debug_level() >= 5:
         print(pretty(info.uops, limit=10_000))
     if debug_level() >= 4:

@@ -152,8 +152,9 @@ def _bitcast_expr(x: str, src: DType, dst: DType) -> str:
     return f"as_{dst.cname}({bits})"
 
 
-def render(sink: UOp, name: str) -> str:
-    """OpenCL C source of a lowered kernel."""
+def render(sink: UOp, name: str, param_dtypes: dict[int, DType] | None = None) -> str:
+    """OpenCL C source of a lowered kernel. param_dtypes names every parameter's element type: lowering may
+    have dropped all reads of one (a pad whose source is never in bounds), but the kernel still takes it."""
     dev = device()
     names: dict[UOp, str] = {}
     params: dict[int, UOp] = {}
@@ -170,6 +171,7 @@ def render(sink: UOp, name: str) -> str:
             params.setdefault(u.arg[0], u)
         if u.op is Ops.POW and u.dtype.is_int:
             helpers.add(_ipow(u.dtype))
+    types = {i: g.dtype for i, g in params.items()} | (param_dtypes or {})
     if uses_double and not dev.supports_fp64:
         raise ToonyError(f"the device {dev.name} has no float64 support; use float32")
 
@@ -185,9 +187,8 @@ def render(sink: UOp, name: str) -> str:
         return names[u]
 
     def ptr(g: UOp) -> str:
-        base = params[g.arg[0]]
         p = f"data{g.arg[0]}"
-        return p if base.dtype == g.dtype else f"((__global {g.dtype.storage_cname}*){p})"
+        return p if types[g.arg[0]] == g.dtype else f"((__global {g.dtype.storage_cname}*){p})"
 
     def emit(block: list, depth: int) -> None:
         ind = "  " * depth
@@ -266,7 +267,7 @@ def render(sink: UOp, name: str) -> str:
         raise ToonyError(f"render: no OpenCL for {u.op}")
 
     emit(linearize(sink), 1)
-    args = ", ".join(f"__global {params[i].dtype.storage_cname}* data{i}" for i in sorted(params))
+    args = ", ".join(f"__global {types[i].storage_cname}* data{i}" for i in sorted(types))
     pragmas = []
     if uses_double:
         pragmas.append("#pragma OPENCL EXTENSION cl_khr_fp64 : enable")

@@ -109,15 +109,32 @@ class _Fusion:
         return False
 
     def _assign_hazard(self, a: UOp) -> None:
-        """A write whose value (or index) reads the written buffer through another view than the one written
-        must read a copy: otherwise one work-item could read what another has already overwritten."""
+        """A write whose value (or index) reads the written buffer anywhere but at the very element being
+        written must read a copy: otherwise one work-item could read what another has already overwritten.
+        Reading the same element means: only elementwise ops between the stored value and a read through
+        exactly the written view."""
         target, view = a.src[0], a.arg[0]
         if target.op is not Ops.BUFFER:
             return
         for operand in a.src[1:]:
-            if operand is target or any(s is target and (u.op is not Ops.STRIDED or u.arg != view)
-                                        for u in operand.toposort() for s in u.src):
+            if _reads_elsewhere(operand, target, view):
                 self.mat.add(operand)
+
+
+def _reads_elsewhere(root: UOp, target: UOp, view: tuple | None) -> bool:
+    stack, seen = [(root, True)], set()
+    while stack:
+        node, same_element = stack.pop()
+        if (node, same_element) in seen:
+            continue
+        seen.add((node, same_element))
+        if node is target:
+            return True  # read through some other view (or as a whole)
+        if node.op is Ops.STRIDED and node.src[0] is target and same_element and node.arg == view:
+            continue
+        keeps = same_element and node.op in ELEMENTWISE
+        stack.extend((s, keeps) for s in node.src)
+    return False
 
 
 def fused_reduces(m: UOp, stop: set[UOp]) -> dict[UOp, list[tuple[bool, frozenset[int]]]]:

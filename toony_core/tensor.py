@@ -98,7 +98,8 @@ class Tensor:
                        else dtypes.default_int)
         iota = Tensor(UOp(Ops.IOTA, dtypes.int64, (), n))
         if dt.is_float:
-            return iota.cast(dtypes.float64 if dt == dtypes.float64 else dtypes.float32) * step + start
+            compute = dtypes.float64 if dt == dtypes.float64 else dtypes.float32
+            return (iota.cast(compute) * step + start).cast(dt)
         return (iota * step + start).cast(dt)
 
     # ---- properties ----

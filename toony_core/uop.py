@@ -282,7 +282,9 @@ def _bounds(u: UOp) -> tuple[int | float, int | float]:
         lo, hi = s[0]
     else:
         return dt_lo, dt_hi
-    return max(lo, dt_lo), min(hi, dt_hi)
+    if lo < dt_lo or hi > dt_hi:  # the C type wraps around: any value is possible
+        return dt_lo, dt_hi
+    return lo, hi
 
 
 def pretty(u: UOp, limit: int = 40) -> str:
