@@ -302,7 +302,7 @@ def _unroll(sink: UOp, ranges: list[UOp]) -> UOp:
     stores: list[UOp] = []
     for values in itertools.product(*(range(r.arg[1]) for r in ranges)):
         subst = {r: UOp.const(v, r.dtype) for r, v in zip(ranges, values)}
-        pm = PatternMatcher([(UPat(Ops.RANGE, name="r"), lambda r: subst.get(r))])
+        pm = PatternMatcher([(UPat(Ops.RANGE, name="r"), lambda r, subst=subst: subst.get(r))])
         stores.extend(graph_rewrite(sink, pm).src)
     return UOp(Ops.SINK, None, tuple(stores))
 

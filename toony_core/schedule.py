@@ -91,20 +91,18 @@ class _Fusion:
         for m, region in regions.items():
             shape = kernel_shape(m)
             for r, ways in region.items():
-                if len(owners[r]) > 1 or any(not simple for simple, _ in ways) or \
-                        any(r.shape[d] > 1 for _, axes in ways for d in axes):
+                if len(owners[r]) > 1 or any(not w[0] or any(varies(r, w, d) for d in w[1]) for w in ways):
                     self.mat.add(r)
                     return True
-            simple = list(region)
             dims = loop_dims(shape, region)
-            for r in simple:
-                if any(r.shape[d] > 1 for d in dims):
+            for r, ways in region.items():
+                if any(varies(r, w, d) for w in ways for d in dims):
                     self.mat.add(r)
                     return True
             serial = prod(shape[d] for d in dims)
             parallel = prod(s for d, s in enumerate(shape) if d not in dims)
             if serial > MAX_SERIAL and parallel < MIN_PARALLEL:
-                self.mat.update(r for r in simple if any(r.shape[d] == 1 for d in dims))
+                self.mat.update(region)
                 return True
         return False
 
@@ -137,41 +135,67 @@ def _reads_elsewhere(root: UOp, target: UOp, view: tuple | None) -> bool:
     return False
 
 
-def fused_reduces(m: UOp, stop: set[UOp]) -> dict[UOp, list[tuple[bool, frozenset[int]]]]:
-    """Every REDUCE reached from kernel node m without crossing a node in `stop`, with how it was reached:
-    (only through elementwise/EXPAND/REDUCE nodes?, axes of the enclosing reductions)."""
-    found: dict[UOp, list[tuple[bool, frozenset[int]]]] = {}
-    seen: set[tuple[UOp, bool, frozenset[int]]] = set()
-    stack = list(_children(m, True, frozenset()))
+# how a reduction is reached from a kernel: (only through nodes that keep indices?, the axes that enclosing
+# reductions reduce over, and for each axis of the node the kernel axis it is (None: a unit axis a reshape
+# inserted; (REDUCE, axis): a reduced axis that is no kernel axis))
+Way = tuple[bool, frozenset, tuple]
+
+
+def fused_reduces(m: UOp, stop: set[UOp]) -> dict[UOp, list[Way]]:
+    """Every REDUCE reached from kernel node m without crossing a node in `stop`, with the ways it is reached."""
+    found: dict[UOp, list[Way]] = {}
+    seen: set[tuple[UOp, bool, frozenset[int], tuple]] = set()
+    root_rank = len(kernel_shape(m))
+    stack = list(_children(m, True, frozenset(), tuple(range(root_rank))))
     while stack:
         state = stack.pop()
-        node, simple, axes = state
+        node, simple, axes, dims = state
         if state in seen or node in stop:
             continue
         seen.add(state)
         if node.op is Ops.REDUCE:
-            found.setdefault(node, []).append((simple, axes))
-        stack.extend(_children(node, simple, axes))
+            found.setdefault(node, []).append((simple, axes, dims))
+        stack.extend(_children(node, simple, axes, dims))
     return found
 
 
-def loop_dims(shape: tuple[int, ...], reduces: dict[UOp, list[tuple[bool, frozenset[int]]]]) -> set[int]:
+def varies(r: UOp, way: Way, d: int) -> bool:
+    """Does reduction r's value change along kernel axis d (reached this way)?"""
+    return any(k == d and n > 1 for k, n in zip(way[2], r.shape))
+
+
+def loop_dims(shape: tuple[int, ...], reduces: dict[UOp, list[Way]]) -> set[int]:
     """Output axes some reduction is broadcast along: the kernel loops over them serially, so the reduction
     is computed once and reused instead of once per output element."""
     return {d for r, ways in reduces.items() for d in range(len(shape))
-            if r.shape[d] == 1 and shape[d] > 1 and any(d not in axes for _, axes in ways)}
+            if shape[d] > 1 and any(d not in w[1] and not varies(r, w, d) for w in ways)}
 
 
-def _children(node: UOp, simple: bool, axes: frozenset[int]) -> list[tuple[UOp, bool, frozenset[int]]]:
-    """The sources of a node with the path state they are reached in (see _Fusion._region)."""
+def _unit_reshape_dims(node: UOp, dims: tuple[int | None, ...]) -> tuple[int | None, ...] | None:
+    """The kernel axes of a reshape's source when the reshape only inserts or drops unit axes, else None."""
+    src = node.src[0].shape
+    if [n for n in src if n != 1] != [n for n in node.shape if n != 1]:
+        return None
+    mapped = iter(k for k, n in zip(dims, node.shape) if n != 1)
+    return tuple(next(mapped) if n != 1 else None for n in src)
+
+
+def _children(node: UOp, simple: bool, axes: frozenset[int], dims: tuple[int | None, ...]) -> list[tuple]:
+    """The sources of a node with the path state they are reached in (see Way)."""
     if node.op is Ops.ASSIGN:
-        return [(s, simple, axes) for s in node.src[1:]]
+        return [(s, simple, axes, dims) for s in node.src[1:]]
     if node.op is Ops.REDUCE:
-        return [(node.src[0], simple, axes | frozenset(node.arg[1]))]
+        # a reduced axis that is no kernel axis (a reshape dropped it) gets a name of its own, so reductions
+        # nested inside can still be checked against it
+        inner = tuple((node, a) if a in node.arg[1] and k is None else k for a, k in enumerate(dims))
+        return [(node.src[0], simple, axes | frozenset(inner[a] for a in node.arg[1]), inner)]
     if node.op is Ops.GATHER:
-        return [(node.src[0], False, axes), (node.src[1], simple, axes)]
-    keeps_indices = node.op in ELEMENTWISE or node.op in (Ops.EXPAND, Ops.CONTIGUOUS)
-    return [(s, simple and keeps_indices, axes) for s in node.src]
+        return [(node.src[0], False, axes, (None,) * len(node.src[0].shape)), (node.src[1], simple, axes, dims)]
+    if node.op is Ops.RESHAPE and simple and (mapped := _unit_reshape_dims(node, dims)) is not None:
+        return [(node.src[0], True, axes, mapped)]
+    if node.op in ELEMENTWISE or node.op in (Ops.EXPAND, Ops.CONTIGUOUS):
+        return [(s, simple, axes, dims if len(s.shape) == len(dims) else (None,) * len(s.shape)) for s in node.src]
+    return [(s, False, axes, (None,) * len(s.shape)) for s in node.src]
 
 
 def create_schedule(roots_in: list[UOp]) -> tuple[list[ScheduleItem], dict[UOp, UOp]]:
