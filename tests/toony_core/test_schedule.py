@@ -1,0 +1,173 @@
+"""The scheduler: how many kernels representative graphs become (the counts the issue requires), what they are
+called, that nothing runs until realize, and that results are right after fusion.
+
+Kernel-name lists are expecttest golden values: when the scheduler changes on purpose, regenerate them with
+EXPECTTEST_ACCEPT=1 pytest tests/toony_core/test_schedule.py and review the diff.
+"""
+
+import expecttest
+import numpy as np
+
+from toony_core import Tensor, schedule
+from toony_core.realize import Stats
+from toony_core.runtime import Buffer
+
+R = np.random.default_rng(0)
+
+
+def rand(*shape) -> np.ndarray:
+    return R.standard_normal(shape).astype(np.float32)
+
+
+def names(*tensors: Tensor) -> str:
+    return " ".join(item.name for item in schedule(*tensors))
+
+
+def launched(t: Tensor) -> int:
+    """Realize t and return how many kernels that ran."""
+    before = Stats.kernels_launched
+    t.realize()
+    return Stats.kernels_launched - before
+
+
+def chain20(a: Tensor, b: Tensor, c: Tensor) -> Tensor:
+    x = a * 1.5 + b
+    for i in range(6):
+        x = (x - c * 0.25).maximum(-2.0) * (1.0 + i) / 3.0
+    return x.abs().sqrt() + c.exp() * 0.5 - b.minimum(a)
+
+
+def chain20_np(a, b, c):
+    x = a * np.float32(1.5) + b
+    for i in range(6):
+        x = np.maximum(x - c * np.float32(0.25), np.float32(-2.0)) * np.float32(1.0 + i) / np.float32(3.0)
+    return np.sqrt(np.abs(x)) + np.exp(c) * np.float32(0.5) - np.minimum(b, a)
+
+
+class TestRequiredCounts(expecttest.TestCase):
+    def test_sum_of_elementwise_is_one_kernel(self):
+        a, b = rand(64, 32), rand(64, 32)
+        t = (Tensor(a) * 2 + Tensor(b)).sum(axis=1)
+        self.assertEqual(len(schedule(t)), 1)
+        self.assertExpectedInline(names(t), """r_64_r32""")
+        self.assertEqual(launched(t), 1)
+        np.testing.assert_allclose(t.numpy(), (a * 2 + b).sum(1), rtol=1e-5, atol=1e-5)
+
+    def test_matmul_by_broadcast_and_sum_is_one_kernel(self):
+        a, b = rand(16, 24), rand(24, 8)
+        ta, tb = Tensor(a), Tensor(b)
+        t = (ta.reshape(16, 24, 1).expand(16, 24, 8) * tb.reshape(1, 24, 8).expand(16, 24, 8)).sum(1)
+        items = schedule(t)
+        self.assertEqual(len(items), 1)
+        self.assertExpectedInline(names(t), """r_16_8_r24""")
+        # no materialized broadcast: the kernel binds the output and the two inputs, nothing of 16*24*8
+        self.assertEqual(sorted(buf.nbytes for buf in items[0].buffers), sorted([16 * 8 * 4, 16 * 24 * 4, 24 * 8 * 4]))
+        self.assertEqual(names(ta @ tb), names(t))
+        np.testing.assert_allclose(t.numpy(), a @ b, rtol=1e-5, atol=1e-5)
+
+    def test_softmax_last_axis_is_one_kernel(self):
+        x = rand(64, 32)
+        t = Tensor(x).softmax(-1)
+        self.assertEqual(len(schedule(t)), 1)
+        self.assertExpectedInline(names(t), """r_64_l32_r32_r32""")
+        e = np.exp(x - x.max(-1, keepdims=True))
+        np.testing.assert_allclose(t.numpy(), e / e.sum(-1, keepdims=True), rtol=1e-5)
+
+    def test_chain_of_20_elementwise_ops_on_views_is_one_kernel(self):
+        a, b, c = rand(24, 16), rand(16, 24), rand(20, 12)
+        ta = Tensor(a).permute(1, 0)  # (16, 24)
+        tb = Tensor(b).flip((0, 1))  # (16, 24)
+        tc = Tensor(c).pad(((0, 0), (6, 6)), 0.5).shrink(((2, 18), (0, 24)))  # (16, 24)
+        t = chain20(ta, tb, tc)
+        n_ops = sum(1 for u in t.uop.toposort() if u.op.name not in ("BUFFER", "CONST", "RESHAPE", "PERMUTE",
+                                                                       "EXPAND", "PAD", "SHRINK", "FLIP"))
+        self.assertGreaterEqual(n_ops, 20)
+        self.assertEqual(len(schedule(t)), 1)
+        self.assertExpectedInline(names(t), """E_16_24""")
+        ca = np.pad(c, ((0, 0), (6, 6)), constant_values=0.5)[2:18]
+        np.testing.assert_allclose(t.numpy(), chain20_np(a.T, b[::-1, ::-1], ca), rtol=1e-5, atol=1e-6)
+
+    def test_large_full_sum_is_two_kernels(self):
+        x = R.random(1 << 20, dtype=np.float32)
+        t = Tensor(x).sum()
+        self.assertEqual(len(schedule(t)), 2)  # partial sums in parallel, then the partials
+        self.assertExpectedInline(names(t), """r_256_r4096 r_1_r256""")
+        self.assertEqual(launched(t), 2)
+        np.testing.assert_allclose(t.item(), np.sum(x.astype(np.float64)), rtol=1e-6)
+
+
+class TestSchedules(expecttest.TestCase):
+    def test_elementwise_and_movement_only(self):
+        a = Tensor(rand(8, 16))
+        self.assertExpectedInline(names(a + 1), """E_8_16""")
+        self.assertExpectedInline(names(a.permute(1, 0).flip(0).pad(((1, 1), (0, 0))) * 2), """E_18_8""")
+        self.assertExpectedInline(names(a.reshape(2, 64).expand(3, 2, 64) + 1), """E_3_2_64""")
+
+    def test_reductions(self):
+        x = Tensor(rand(8, 16))
+        self.assertExpectedInline(names(x.sum()), """r_1_r8_r16""")
+        self.assertExpectedInline(names(x.max(0)), """r_16_r8""")
+        self.assertExpectedInline(names(x - x.mean(1, keepdim=True)), """r_8_l16_r16""")
+        # a reduction reshaped into another reduction: materialized in between
+        self.assertExpectedInline(names(x.sum(1).reshape(2, 4).sum(1)), """r_8_r16 r_2_r4""")
+        # two reductions over different axes broadcast against each other
+        self.assertExpectedInline(names(x.sum(0).reshape(1, 16) + x.sum(1).reshape(8, 1)), """r_8_r16 r_16_l8_r8""")
+
+    def test_contiguous_and_several_outputs(self):
+        x = Tensor(rand(8, 16))
+        self.assertExpectedInline(names((x.T.contiguous() + 1).sum()), """E_16_8 r_1_r16_r8""")
+        self.assertExpectedInline(names(x * 2, x + 1), """E_8_16 E_8_16""")
+
+    def test_reduction_over_a_large_axis_per_row(self):
+        self.assertExpectedInline(names(Tensor(rand(8, 1 << 16)).sum(1)), """r_8_256_r256 r_8_r256""")
+
+
+def test_schedule_runs_nothing():
+    before = Stats.kernels_launched
+    t = (Tensor(rand(4, 4)) * 3).sum()
+    assert len(schedule(t)) == 1
+    assert Stats.kernels_launched == before
+
+
+def test_realized_input_is_not_recomputed():
+    x = rand(8, 8)
+    y = (Tensor(x) * 2 + 1).realize()
+    z = y.exp().sum(1)
+    assert len(schedule(z)) == 1  # y is a buffer now; its kernel is not part of z's schedule
+    assert launched(z) == 1
+    np.testing.assert_allclose(z.numpy(), np.exp(x * 2 + 1).sum(1), rtol=1e-5)
+    assert schedule(y) == []
+    assert launched(y) == 0  # realizing a realized tensor runs nothing
+
+
+def test_shared_reduction_feeding_two_outputs():
+    x = rand(16, 16)
+    t = Tensor(x)
+    s = t.sum(1, keepdim=True)
+    a, b = t / s, t * s
+    items = schedule(a, b)
+    assert 2 <= len(items) <= 3
+    np.testing.assert_allclose(a.numpy(), x / x.sum(1, keepdims=True), rtol=1e-5)
+    np.testing.assert_allclose(b.numpy(), x * x.sum(1, keepdims=True), rtol=1e-5)
+
+
+def test_intermediate_buffers_are_reused():
+    # a chain of forced materializations: each intermediate dies after the next kernel reads it, so the plan
+    # needs at most two scratch buffers of that size, however long the chain
+    x = rand(32, 32)
+    t = Tensor(x)
+    for _ in range(6):
+        t = (t.T * 1.01).contiguous()
+    items = schedule(t)
+    assert len(items) == 6
+    intermediates = {id(item.buffers[0]) for item in items[:-1]}  # the output is bound first
+    assert len(intermediates) <= 2, len(intermediates)
+    assert id(items[-1].buffers[0]) not in intermediates  # the result gets its own buffer
+    np.testing.assert_allclose(t.numpy(), x.T.T.T.T.T.T * np.float32(1.01) ** 6, rtol=1e-5)
+
+
+def test_schedule_items_bind_output_first():
+    a = Tensor(rand(4, 8))
+    items = schedule(a.sum(1))
+    assert isinstance(items[0].buffers[0], Buffer)
+    assert items[0].buffers[0].nbytes == 4 * 4
