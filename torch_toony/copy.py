@@ -161,7 +161,13 @@ def device_to_device(src: torch.Tensor, dst: torch.Tensor) -> None:
             src_buf.copy_to(storage.write_buffer(d_addr, whole=whole), n, s_lo, d_lo)
             metrics.count_transfer("d2d", n)
         return
-    from_host(dst, to_host(src))
+    # any other layout or dtype: a (lazy, fusable) device kernel, never a trip through the host
+    from . import eager, lazy
+
+    if s_addr == d_addr and not (src.shape == dst.shape and src.stride() == dst.stride()
+                                 and src.storage_offset() == dst.storage_offset()):
+        src = src.clone()  # the write may overlap what it reads: read a copy
+    eager.write_into(dst, lazy.as_lazy(src, "copy_"), [src])
 
 
 def copy_(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
