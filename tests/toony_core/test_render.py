@@ -1,0 +1,188 @@
+"""Golden tests of the OpenCL C that toony_core writes for three representative kernels (elementwise over
+non-contiguous views, a row reduction, softmax), and of the constant renderer.
+
+The goldens were taken on PoCL (the CPU device CI runs on); another device may choose other work-group sizes,
+so they are skipped elsewhere. When codegen changes on purpose, regenerate them with
+EXPECTTEST_ACCEPT=1 pytest tests/toony_core/test_render.py and review the diff.
+"""
+
+import math
+
+import expecttest
+import numpy as np
+import pytest
+
+from toony_core import Tensor, device, dtypes, schedule
+from toony_core.realize import get_kernel
+from toony_core.render import render_const
+
+ON_POCL = "portable computing language" in device().name.lower() or "pocl" in device().name.lower()
+pocl_only = pytest.mark.skipif(not ON_POCL, reason=f"goldens were rendered for PoCL, this is {device().name}")
+
+
+def source(t: Tensor) -> str:
+    items = schedule(t)
+    assert len(items) == 1
+    return get_kernel(items[0].ast).source
+
+
+def kernel_text(src: str) -> str:
+    """The kernel itself, without the helper functions every source starts with."""
+    return src[src.index("__kernel"):]
+
+
+def preamble(src: str) -> str:
+    return src[:src.index("__kernel")]
+
+
+@pocl_only
+class TestRenderedSource(expecttest.TestCase):
+    def test_elementwise_over_transposed_and_padded_inputs(self):
+        # a transposed input only changes the index expression; a padded one adds a guarded load
+        a = np.arange(24, dtype=np.float32).reshape(4, 6)
+        b = np.arange(12, dtype=np.float32).reshape(6, 2)
+        t = Tensor(a).T * 2 + Tensor(b).pad(((0, 0), (1, 1)))
+        self.assertExpectedInline(kernel_text(source(t)), """\
+__kernel void E_6_4(__global float* data0, __global float* data1, __global float* data2) {
+  int gidx = (int)get_global_id(0);
+  int v1 = (gidx%4);
+  int v2 = (v1*6);
+  int v3 = (gidx/4);
+  int v4 = (v2+v3);
+  float v5 = data1[v4];
+  float v6 = (v5*2.0f);
+  bool v7 = (1<=v1);
+  bool v8 = (v1<3);
+  bool v9 = (v7&v8);
+  int v10 = (v3*2);
+  int v11 = (v10+v1);
+  int v12 = (v11+-1);
+  int v13 = (v12%12);
+  float v14 = (v9?data2[v13]:0.0f);
+  float v15 = (v9?v14:0.0f);
+  float v16 = (v6+v15);
+  data0[gidx] = v16;
+}
+""")
+        np.testing.assert_array_equal(t.numpy(), a.T * 2 + np.pad(b, ((0, 0), (1, 1))))
+
+    def test_row_reduction(self):
+        # DESIGN.md's example: (a * 2 + b).sum(axis=1) on (1024, 512)
+        a = np.ones((1024, 512), np.float32)
+        t = (Tensor(a) * 2 + Tensor(a)).sum(axis=1)
+        self.assertExpectedInline(kernel_text(source(t)), """\
+__kernel void r_1024_r512(__global float* data0, __global float* data1, __global float* data2) {
+  int gidx = (int)get_global_id(0);
+  int v1 = (gidx*512);
+  float acc2 = 0.0f;
+  for (int r1 = 0; r1 < 512; r1++) {
+    int v3 = (v1+r1);
+    float v4 = data1[v3];
+    float v5 = (v4*2.0f);
+    float v6 = data2[v3];
+    float v7 = (v5+v6);
+    acc2 = (acc2+v7);
+  }
+  data0[gidx] = acc2;
+}
+""")
+        np.testing.assert_array_equal(t.numpy(), np.full(1024, 1536.0, np.float32))
+
+    def test_softmax(self):
+        x = np.random.default_rng(0).standard_normal((64, 32)).astype(np.float32)
+        t = Tensor(x).softmax(-1)
+        self.assertExpectedInline(kernel_text(source(t)), """\
+__kernel void r_64_l32_r32_r32(__global float* data0, __global float* data1) {
+  int gidx = (int)get_global_id(0);
+  int v1 = (gidx*32);
+  float acc2 = -INFINITY;
+  for (int r2 = 0; r2 < 32; r2++) {
+    int v3 = (v1+r2);
+    float v4 = data1[v3];
+    acc2 = ((acc2>v4||acc2!=acc2)?acc2:v4);
+  }
+  float acc5 = 0.0f;
+  for (int r3 = 0; r3 < 32; r3++) {
+    int v6 = (v1+r3);
+    float v7 = data1[v6];
+    float v8 = (v7-acc2);
+    float v9 = exp(v8);
+    acc5 = (acc5+v9);
+  }
+  for (int r1 = 0; r1 < 32; r1++) {
+    int v10 = (v1+r1);
+    float v11 = data1[v10];
+    float v12 = (v11-acc2);
+    float v13 = exp(v12);
+    float v14 = (v13/acc5);
+    data0[v10] = v14;
+  }
+}
+""")
+        e = np.exp(x - x.max(-1, keepdims=True))
+        np.testing.assert_allclose(t.numpy(), e / e.sum(-1, keepdims=True), rtol=1e-5)
+
+    def test_helper_preamble(self):
+        t = Tensor(np.ones(4, np.float32)) + 1
+        self.assertExpectedInline(preamble(source(t)), """\
+inline ushort f2bf(float f) { uint u = as_uint(f);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return (ushort)((u >> 16) | 0x40u);
+  return (ushort)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16); }
+inline float bf2f(ushort b) { return as_float(((uint)b) << 16); }
+inline ushort f2h(float f) { ushort h; vstore_half_rte(f, 0, (__private half*)&h); return h; }
+inline float h2f(ushort h) { return vload_half(0, (__private const half*)&h); }
+inline void atomic_add_float(volatile __global float* p, float v) {
+  uint old = as_uint(*p), prev;
+  do { prev = old; old = atomic_cmpxchg((volatile __global uint*)p, prev, as_uint(as_float(prev) + v)); }
+  while (old != prev); }
+
+""")
+
+
+def test_source_is_deterministic():
+    # the disk cache is keyed by source: building the same graph twice must print the same text
+    def build():
+        a = Tensor(np.ones((8, 8), np.float32))
+        return (a.permute(1, 0).flip(0) * 3).exp().sum(1)
+    assert source(build()) == source(build())
+
+
+def test_16bit_and_bool_storage():
+    h = source(Tensor(np.ones(4, np.float16)) * 2)
+    assert "vload_half" in h and "vstore_half_rte" in h
+    b = source(Tensor(np.ones(4, np.float32), dtypes.bfloat16) * 2)
+    assert "bf2f(" in b and "f2bf(" in b and "__global ushort*" in b
+    q = source(Tensor(np.ones(4, np.float32)) < 1)
+    assert "__global uchar*" in q
+
+
+def test_render_const():
+    f32, f64 = dtypes.float32, dtypes.float64
+    assert render_const(1.0, f32) == "1.0f"
+    assert np.float32(render_const(0.1, f32).rstrip("f")) == np.float32(0.1)
+    assert float(render_const(0.1, f64)) == 0.1
+    assert render_const(-0.0, f32) == "-0.0f"
+    assert render_const(math.inf, f32) == "INFINITY"
+    assert render_const(-math.inf, f32) == "-INFINITY"
+    assert render_const(math.nan, f32) == "NAN"
+    assert "NAN" in render_const(math.nan, f64) and "double" in render_const(math.nan, f64)
+    assert render_const(True, dtypes.bool) == "true"
+    assert render_const(7, dtypes.int32) == "7"
+    assert render_const(7, dtypes.int64) == "7L"
+    assert render_const(7, dtypes.uint32) == "7u"
+    assert render_const(7, dtypes.uint64) == "7ul"
+    assert render_const(-128, dtypes.int8) == "((char)-128)"
+    # the most negative int64 cannot be written as a literal: it is built from one that can
+    assert "9223372036854775807" in render_const(-(2 ** 63), dtypes.int64)
+
+
+def test_float_constants_survive_rendering():
+    # constants are printed with enough digits to come back bit-exact
+    vals = np.array([0.1, 1 / 3, 3.4028235e38, 1.17549435e-38, 1e-45, -2.5e-7], np.float32)
+    for v in vals:
+        got = (Tensor(np.zeros(1, np.float32)) + float(v)).numpy()[0]
+        assert got.view(np.uint32) == v.view(np.uint32), (v, got)
+    d = np.array([0.1, 1 / 3, 1.7976931348623157e308, 5e-324, 2.0 ** -1074 * 3])
+    for v in d:
+        got = (Tensor(np.zeros(1)) + float(v)).numpy()[0]
+        assert got == v, (v, got)
