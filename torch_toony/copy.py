@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from . import metrics, storage
+from .dtypes import TO_TOONY
 
 _U8 = torch.uint8
 
@@ -113,6 +114,15 @@ def from_host(dst: torch.Tensor, src: torch.Tensor) -> None:
         storage.write_buffer(addr, whole=(lo == 0 and hi == nbytes)).copyin(data, lo)
         metrics.count_transfer("h2d", hi - lo)
         return
+    if dense and src.device.type == "cpu" and src.dtype in TO_TOONY and dst.dtype in TO_TOONY:
+        # upload src as it is, then convert and broadcast on the device (a lazy kernel): only src's bytes move
+        _meta_like(dst).copy_(_meta_like(src))  # copy_'s own shape and dtype errors
+        staged = torch.empty(src.shape, dtype=src.dtype, device=dst.device)
+        from_host(staged, src.resolve_conj().resolve_neg().contiguous())
+        from . import eager, lazy
+
+        eager.write_into(dst, lazy.as_lazy(staged, "copy_"), [staged])
+        return
     host = torch.empty(hi - lo, dtype=_U8)
     buf = storage.write_buffer(addr, whole=dense and lo == 0 and hi == nbytes)
     if not dense:
@@ -122,6 +132,10 @@ def from_host(dst: torch.Tensor, src: torch.Tensor) -> None:
     _view_like(dst, host.untyped_storage()).copy_(src)
     buf.copyin(host.numpy(), lo)
     metrics.count_transfer("h2d", hi - lo)
+
+
+def _meta_like(t: torch.Tensor) -> torch.Tensor:
+    return torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device="meta")
 
 
 def _check_partial_overlap(src: torch.Tensor, dst: torch.Tensor) -> None:
