@@ -8,7 +8,7 @@ from .uop import Ops, UOp
 
 def schedule(*tensors: Tensor) -> list:
     """The kernels realizing these tensors would run (nothing runs)."""
-    from .schedule import create_schedule
+    from .scheduler import create_schedule
     return create_schedule(list(dict.fromkeys(t.uop for t in tensors)))[0]
 
 

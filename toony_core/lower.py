@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from .dtype import DType, dtypes
 from .helpers import getenv, prod, strides_for
 from .runtime import device
-from .schedule import fused_reduces, loop_dims
+from .scheduler import fused_reduces, loop_dims
 from .symbolic import symbolic
 from .uop import ELEMENTWISE, REDUCE_IDENTITY, Ops, PatternMatcher, UOp, UPat, graph_rewrite
 

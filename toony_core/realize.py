@@ -11,7 +11,7 @@ from .helpers import debug_level
 from .lower import lower
 from .render import render
 from .runtime import compile_kernel, launch, wall
-from .schedule import ScheduleItem, create_schedule, realized
+from .scheduler import ScheduleItem, create_schedule, realized
 from .uop import Ops, UOp, pretty
 
 if TYPE_CHECKING:

@@ -12,6 +12,7 @@ from .runtime import ToonyError, device
 from .uop import REDUCE_IDENTITY, Ops, UOp
 
 # binary and unary ops: (a, b, dtype of the operands) -> C expression
+_TANH_ONE = {"float": "9.1f", "double": "19.5"}  # |x| past which tanh(x) rounds to +-1
 _FLOAT_MAX = "(({a}>{b}||{a}!={a})?{a}:{b})"  # propagates nan like numpy/torch (C's fmax does not)
 _FLOAT_MIN = "(({a}<{b}||{a}!={a})?{a}:{b})"
 
@@ -24,7 +25,8 @@ ALU: dict[Ops, Callable[..., str]] = {
     Ops.SIN: lambda a, dt: f"sin({a})",
     Ops.COS: lambda a, dt: f"cos({a})",
     Ops.TAN: lambda a, dt: f"tan({a})",
-    Ops.TANH: lambda a, dt: f"tanh({a})",
+    # tanh is exactly +-1 past the point where it rounds there (some OpenCL libraries stop at 1 - ulp)
+    Ops.TANH: lambda a, dt: f"(fabs({a})>{_TANH_ONE[dt.cname]}?copysign(({dt.cname})1,{a}):tanh({a}))",
     Ops.ERF: lambda a, dt: f"erf({a})",
     Ops.SQRT: lambda a, dt: f"sqrt({a})",
     Ops.RSQRT: lambda a, dt: f"rsqrt({a})",
@@ -255,7 +257,7 @@ def render(sink: UOp, name: str, param_dtypes: dict[int, DType] | None = None) -
                     f"for (int s = {size // 2}; s > 0; s >>= 1) {{ if (lidx < s) {buf}[lidx] = {combine}; "
                     f"barrier(CLK_LOCAL_MEM_FENCE); }}\n"
                     f"{dt.cname} {names[u]} = {buf}[0];")
-        if u.op in (Ops.IDIV, Ops.MOD) and dt.is_int and u.src[1].op is not Ops.CONST:
+        if u.op in (Ops.IDIV, Ops.MOD) and dt.is_int and (u.src[1].op is not Ops.CONST or u.src[1].arg in (0, -1)):
             # integer division by 0 (and INT_MIN / -1) traps on CPUs: a bad input must not kill the process
             a, b = ref(u.src[0]), ref(u.src[1])
             safe = f"(({b}==0{'' if dt.is_unsigned else f'||{b}==-1'})?1:{b})"

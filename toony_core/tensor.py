@@ -340,7 +340,14 @@ class Tensor:
         """Floor division (Python's //): rounds toward negative infinity for ints and floats."""
         a, b = self._operands(other, reverse)
         if a.dtype.is_float:
-            return (a / b).floor()
+            # Python's definition, so that a == (a // b) * b + a % b: from fmod, not from a rounded a / b
+            mod = a.fmod(b)
+            div = (a - mod) / b
+            div = ((mod != 0) & ((b < 0) != (mod < 0))).where(div - 1, div)
+            fl = div.floor()
+            fl = (div - fl > 0.5).where(fl + 1, fl)
+            signed_zero = (a / b < 0).where(-0.0, 0.0).cast(a.dtype)
+            return (b == 0).where(a / b, (div == 0).where(signed_zero, fl))
         if a.dtype == dtypes.bool:
             raise TypeError("floor division is not defined for bool tensors")
         q, r = Tensor(a.uop.alu(Ops.IDIV, b.uop)), Tensor(a.uop.alu(Ops.MOD, b.uop))
