@@ -42,5 +42,7 @@ setup(
     entry_points={
         # `import torch` imports torch_toony, which registers the device.
         "torch.backends": ["toony = torch_toony:_autoload"],
+        # torch.compile(model, backend="toony") with no import: dynamo finds the backend here
+        "torch_dynamo_backends": ["toony = torch_toony.compile:toony_backend"],
     },
 )

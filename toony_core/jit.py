@@ -17,13 +17,13 @@ from dataclasses import dataclass
 
 import pyopencl as cl
 
-from . import schedule as schedule_mod
+from . import scheduler as schedule_mod
 from .helpers import debug_level
 from .realize import Stats, get_kernel
 from .runtime import Buffer, device
-from .schedule import create_schedule
+from .scheduler import create_schedule
 from .tensor import Tensor
-from .uop import Ops, UOp
+from .uop import Ops
 
 # a host step gets a function from a buffer the program was built with to the buffer bound in this call
 Resolve = Callable[[Buffer], Buffer]
@@ -48,6 +48,23 @@ def schedule_lazy(tensors: Sequence[Tensor]) -> tuple[list[schedule_mod.Schedule
     finally:
         schedule_mod.realized = saved
     return items, [Tensor(outputs[t.uop]) for t in tensors]
+
+
+class HostMemory:
+    """Host memory that kernels read and write in place, for binding to a slot. Only where the device works in
+    host memory (a CPU OpenCL device): there a buffer made with USE_HOST_PTR is the host memory itself, so
+    no copy is needed, and the data is the host's once the queue has finished."""
+
+    __slots__ = ("cl", "nbytes")
+
+    def __init__(self, host: object, nbytes: int):
+        self.cl = cl.Buffer(device().context, cl.mem_flags.READ_WRITE | cl.mem_flags.USE_HOST_PTR, hostbuf=host)
+        self.nbytes = nbytes
+
+
+def can_use_host_memory() -> bool:
+    dev = device()
+    return dev.host_unified_memory and not dev.is_gpu
 
 
 def base_buffer(t: Tensor) -> tuple[Buffer, int] | None:
@@ -105,14 +122,12 @@ class JitProgram:
         self.slots = slots
         slot_index = {id(b): i for i, b in enumerate(slots)}
         self._binds: list[list[tuple[cl.Kernel, int]]] = [[] for _ in slots]
-        self._host_slots: list[bool] = [False] * len(slots)
         self._runs: list[list[_Launch] | HostFn] = []  # consecutive kernels grouped, host steps between
         self.kernel_names: list[str] = []
         self._keep: list[Buffer] = []  # intermediates this program owns
         for step in steps:
             if not isinstance(step, schedule_mod.ScheduleItem):
                 self._runs.append(step)
-                self._host_slots = [True] * len(slots)  # host steps resolve any slot
                 continue
             ck = get_kernel(step.ast)
             if ck.global_size == 0:
@@ -135,7 +150,7 @@ class JitProgram:
         self._queue = device().queue
         self._bound: list[Buffer] = list(slots)
 
-    def __call__(self, bindings: Sequence[Buffer]) -> None:
+    def __call__(self, bindings: Sequence[Buffer | HostMemory]) -> None:
         if len(bindings) != len(self.slots):
             raise ValueError(f"this program has {len(self.slots)} slots, {len(bindings)} buffers were given")
         for binds, buf in zip(self._binds, bindings):
