@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 
-@dataclass(frozen=True, eq=True)
+@dataclass(frozen=True, eq=False)  # one instance per dtype: identity is equality, and cheap
 class DType:
     name: str
     itemsize: int
@@ -17,6 +17,9 @@ class DType:
 
     def __repr__(self) -> str:
         return f"dtypes.{self.name}"
+
+    def __reduce__(self) -> tuple:  # unpickling finds the one instance again
+        return dtypes.from_name, (self.name,)
 
     @property
     def is_float(self) -> bool:

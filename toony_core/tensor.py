@@ -116,7 +116,7 @@ class Tensor:
         return len(self.shape)
 
     def numel(self) -> int:
-        return prod(self.shape)
+        return self.uop.numel
 
     def __len__(self) -> int:
         if not self.shape:
@@ -156,6 +156,8 @@ class Tensor:
     # ---- movement ----
     def reshape(self, *shape: int | Sequence[int]) -> Tensor:
         new = tuple(shape[0]) if len(shape) == 1 and not isinstance(shape[0], int) else tuple(shape)  # type: ignore
+        if new == self.uop.shape:
+            return self
         if -1 in new:
             known = prod(s for s in new if s != -1)
             new = tuple(self.numel() // known if s == -1 and known else (0 if s == -1 else s) for s in new)

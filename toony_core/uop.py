@@ -232,6 +232,10 @@ class UOp:
             return self.src[1].shape
         return self.src[0].shape if self.src else ()
 
+    @functools.cached_property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
     # ---- value bounds, for index simplification ----
     @functools.cached_property
     def bounds(self) -> tuple[int | float, int | float]:

@@ -151,7 +151,7 @@ def _functional_kernel(op: torch._ops.OpOverload, low: Lowering) -> Callable:
     def kernel(*args: Any, **kwargs: Any) -> Any:
         meta = meta_outputs(op, args, kwargs)
         res = _compute(low, op, args, kwargs, meta)
-        ins = _tensors((args, kwargs))
+        ins = _tensors(args) + _tensors(kwargs)
         if isinstance(meta, torch.Tensor):
             return new_output(meta, res, ins)
         # masked outputs of multi-output ops (convolution_backward's output_mask) are None on meta too

@@ -32,7 +32,8 @@ _owner: weakref.WeakKeyDictionary[Buffer, int] = weakref.WeakKeyDictionary()  # 
 
 
 def addr_of(t: torch.Tensor) -> int:
-    return t.untyped_storage().data_ptr()
+    """The base address of t's storage (without building a Python storage object: this is a hot path)."""
+    return t.data_ptr() - t.storage_offset() * t.element_size()
 
 
 def as_lazy(t: torch.Tensor, op: str = "") -> Lazy:
@@ -65,10 +66,10 @@ def set_pending(out: torch.Tensor, value: Lazy, inputs: list[torch.Tensor]) -> N
     reads = set()
     size = 1 + len(value.uop.src)
     for t in inputs:
-        if isinstance(t, torch.Tensor) and t.device.type == "toony" and t.numel():
+        if not t.is_cpu and t.numel():  # toony tensors (0-d CPU scalars are constants in the graph)
             a = addr_of(t)
-            if a in _reads:
-                reads |= _reads[a]
+            if (r := _reads.get(a)) is not None:
+                reads |= r
                 size += _size.get(a, 0)
             else:
                 reads.add(a)
