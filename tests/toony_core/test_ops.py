@@ -426,6 +426,20 @@ def test_kernels_whose_loads_simplify_away():
     check(Tensor(np.arange(4, dtype=np.int32)) & 0, np.zeros(4, np.int32), dtypes.int32)
 
 
+@pytest.mark.xfail(strict=True, reason="bugs_core.md#minus-negative-const: x - (-0.25) renders `v--0.25f` (the C "
+                                       "decrement operator): the OpenCL build fails")
+def test_subtract_negative_float_constant():
+    x = np.array([1.0, 2.0], np.float32)
+    check(Tensor(x) - (-0.25), x + np.float32(0.25), F32)
+    check(Tensor(x.astype(np.float64)) - (-0.25), x.astype(np.float64) + 0.25, F64)
+    # found by test_property.py as a constant that padding folds to
+    check(Tensor(x[:1]) - Tensor(np.zeros(0, np.float32)).pad(((0, 1),), -0.25), x[:1] + np.float32(0.25), F32)
+
+
+def test_subtract_negative_int_constant():
+    check(Tensor(np.array([1, 2], np.int32)) - (-3), np.array([4, 5], np.int32), dtypes.int32)
+
+
 def test_python_scalar_operands():
     x = rand((3, 4), F32, seed=12, nonzero=True)
     t = Tensor(x)
