@@ -95,6 +95,9 @@ class JitBuilder:
         if buf not in self._slots:
             self._slots.append(buf)
 
+    def is_slot(self, buf: Buffer) -> bool:
+        return any(b is buf for b in self._slots)
+
     @property
     def slots(self) -> list[Buffer]:
         return list(self._slots)

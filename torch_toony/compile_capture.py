@@ -1,0 +1,515 @@
+"""One ATen graph, lowered once for one input layout and captured as a replayable toony_core program.
+
+The graph is walked once with lazy toony_core Tensors: placeholders are lazy views of input buffers, each
+node runs its lowering (the eager table, or compile_ops for views, factories and random numbers), and
+nothing runs. Then every output and every input mutation is scheduled together (fusion across the whole
+graph) and captured (toony_core.jit). An op with no lowering splits the capture: what it reads is
+scheduled, a host step runs the op on the CPU, and its results are buffers the rest of the graph reads.
+
+A call binds buffers and launches: CPU inputs are copied into buffers the capture owns; toony inputs are
+used in place (their storages' buffers are bound to the kernels); toony outputs get fresh storages whose
+buffers are bound as the kernels' outputs; CPU outputs are copied out. Outputs that alias an input (a view)
+are returned as that view of the real input, as eager would.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+import operator
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch.multiprocessing.reductions import StorageWeakRef
+from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
+
+from toony_core import Tensor as Lazy
+from toony_core import device as cl_device
+from toony_core import dtypes
+from toony_core.jit import HostMemory, JitBuilder, JitProgram, base_buffer, can_use_host_memory
+from toony_core.runtime import Buffer
+
+from . import lazy, storage
+from .compile_ops import COMPILE_LOWERINGS, NOOPS, RANDOM_OPS, Meta, NodeContext
+from .dtypes import to_toony
+from .lowering import LOWERINGS
+from .metrics import count_fallback, count_kernels
+
+aten = torch.ops.aten
+_SYM_OPS = {aten.sym_size.int, aten.sym_stride.int, aten.sym_numel.default, aten.sym_storage_offset.default}
+
+
+def op_name(op: torch._ops.OpOverload) -> str:
+    return f"{op._schema.name.split('::')[-1]}.{op._overloadname}"
+
+
+def is_supported(target: Any) -> bool:
+    """Whether a graph node's target lowers to toony kernels (or needs no kernel at all)."""
+    if not isinstance(target, torch._ops.OpOverload):
+        return True  # getitem and symbolic-size arithmetic run in Python at capture
+    return target in COMPILE_LOWERINGS or target in NOOPS or target in _SYM_OPS or \
+        target is aten.copy_.default or op_name(target) in LOWERINGS
+
+
+# ---------------------------------------------------------------- concrete metadata
+
+class _Sizes:
+    """Turns symbolic sizes (dynamic shapes) into this call's integers."""
+
+    def __init__(self) -> None:
+        self.subs: dict[Any, int] = {}
+
+    def learn(self, sym: Any, value: int) -> None:
+        if isinstance(sym, torch.SymInt):
+            expr = sym.node.expr
+            if getattr(expr, "is_Symbol", False):
+                self.subs[expr] = int(value)
+
+    def int(self, v: Any) -> Any:
+        if isinstance(v, torch.SymInt):
+            expr = v.node.expr
+            return int(expr) if expr.is_number else int(expr.xreplace(self.subs))
+        if isinstance(v, (torch.SymFloat, torch.SymBool)):
+            expr = v.node.expr
+            value = expr if expr.is_number else expr.xreplace(self.subs)
+            return float(value) if isinstance(v, torch.SymFloat) else bool(value)
+        return v
+
+    def meta(self, val: Any) -> Any:
+        if isinstance(val, torch.Tensor):
+            return Meta(val.dtype, tuple(self.int(s) for s in val.shape), tuple(self.int(s) for s in val.stride()),
+                        self.int(val.storage_offset()), val.device.type)
+        if isinstance(val, (list, tuple)):
+            return [self.meta(v) for v in val]
+        return self.int(val)
+
+
+def _dense_order(m: Meta) -> list[int] | None:
+    """The dim order (outermost first) in which a dense, non-overlapping layout stores m; None otherwise."""
+    order = sorted(range(len(m.shape)), key=lambda d: (-m.stride[d], d))
+    expected = 1
+    for d in reversed(order):
+        if m.shape[d] != 1 and m.stride[d] != expected:
+            return None
+        expected *= m.shape[d]
+    return order
+
+
+def _contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
+    out, acc = [], 1
+    for n in reversed(shape):
+        out.append(acc)
+        acc *= max(n, 1)
+    return tuple(reversed(out))
+
+
+def _shape_to(value: Lazy, m: Meta) -> Lazy:
+    """A lowering's result cast and shaped like torch's metadata says the op returns (as eager.new_output)."""
+    value = value.cast(to_toony(m.dtype))
+    if tuple(value.shape) != m.shape:
+        value = value.reshape(m.shape) if value.numel() == m.numel else value.expand(m.shape)
+    return value
+
+
+def _meta_tensor(m: Any) -> Any:
+    if isinstance(m, Meta):
+        return torch.empty_strided(m.shape, m.stride, dtype=m.dtype, device="meta")
+    return m
+
+
+def _host_bytes(t: torch.Tensor) -> np.ndarray:
+    """A uint8 numpy view of a contiguous CPU tensor's bytes."""
+    return t.reshape(-1).view(torch.uint8).numpy()
+
+
+def _splitmix(x: Lazy) -> Lazy:
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EB
+    return x ^ (x >> 31)
+
+
+# ---------------------------------------------------------------- plans (what a call does)
+
+@dataclass
+class _Input:
+    kind: str  # "cpu" or "toony" (a tensor bound to a slot), "empty", "value"
+    buffer: Buffer | None = None
+    mutated: bool = False
+
+
+@dataclass
+class _Output:
+    kind: str  # "tensor" (computed into a slot), "alias", "dup", "empty", "value", "none"
+    value: Any = None  # "value": the Python value; "alias"/"dup": the input/output index
+    meta: Meta | None = None
+    buffer: Buffer | None = None
+    offset_delta: int = 0  # "alias": the view's offset relative to the input's own offset
+
+
+class Capture:
+    """The graph lowered for one input layout: a JitProgram plus how to bind inputs and build outputs."""
+
+    def __init__(self, gm: torch.fx.GraphModule, args: list[Any], strict: bool):
+        self.gm = gm
+        self.strict = strict
+        self.sizes = _Sizes()
+        self.builder = JitBuilder()
+        self.env: dict[torch.fx.Node, Any] = {}
+        self.inputs: list[_Input] = []
+        self.mutations: dict[int, Lazy] = {}
+        self.seed: Buffer | None = None
+        self.rng_device = "cpu"
+        self._fallbacks: list[str] = []
+        self._constants: list[Lazy] = []
+        placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+        self.placeholder_index = {n: i for i, n in enumerate(placeholders)}
+        for n, a in zip(placeholders, args):
+            self._learn_sizes(n.meta.get("val"), a)
+        for n, a in zip(placeholders, args):
+            self.env[n] = self._input(n, a)
+        output_node = None
+        for node in gm.graph.nodes:
+            if node.op == "call_function":
+                self.env[node] = self._call(node)
+            elif node.op == "get_attr":
+                self.env[node] = self._constant(getattr(gm, node.target))
+            elif node.op == "output":
+                output_node = node
+        assert output_node is not None
+        self.outputs = self._plan_outputs(output_node.args[0], placeholders, args)
+        self.program: JitProgram = self.builder.finish()
+        self.slot_of = {id(b): i for i, b in enumerate(self.program.slots)}
+        self.env.clear()
+        self.kernels = self.program.kernels
+        self.fallback_ops = list(self._fallbacks)
+        self._queue = cl_device().queue
+        self._host_memory = can_use_host_memory()
+        self._staging: dict[int, Buffer] = {}
+
+    # ---- inputs
+    def _learn_sizes(self, val: Any, a: Any) -> None:
+        if isinstance(val, torch.Tensor) and isinstance(a, torch.Tensor):
+            for s, r in zip(val.shape, a.shape):
+                self.sizes.learn(s, r)
+            for s, r in zip(val.stride(), a.stride()):
+                self.sizes.learn(s, r)
+            self.sizes.learn(val.storage_offset(), a.storage_offset())
+        elif isinstance(val, torch.SymInt):
+            self.sizes.learn(val, a)
+
+    def _input(self, node: torch.fx.Node, a: Any) -> Any:
+        if not isinstance(a, torch.Tensor):
+            self.inputs.append(_Input("value"))
+            return a
+        dt = to_toony(a.dtype, "torch.compile input")
+        if a.numel() == 0:
+            self.inputs.append(_Input("empty"))
+            return Lazy.zeros(tuple(a.shape), dt)
+        # a slot over the storage bytes the view can reach; kernels read it through the view's strides
+        extent = a.storage_offset() + 1 + sum((n - 1) * s for n, s in zip(a.shape, a.stride()))
+        buf = self.builder.slot(extent * a.element_size())
+        self.inputs.append(_Input(a.device.type, buf))
+        base = Lazy.from_buffer(buf, dt, extent)
+        if a.storage_offset() == 0 and a.is_contiguous() and a.numel() == extent:
+            return base.reshape(tuple(a.shape))
+        return base.as_strided(tuple(a.shape), tuple(a.stride()), a.storage_offset())
+
+    def _constant(self, t: Any) -> Any:
+        if not isinstance(t, torch.Tensor):
+            return t
+        c = t.detach().to("cpu").contiguous()
+        value = Lazy(c.numpy() if c.dtype != torch.bfloat16 else c.float().numpy(), to_toony(c.dtype))
+        self._constants.append(value)
+        return value
+
+    # ---- nodes
+    def _call(self, node: torch.fx.Node) -> Any:
+        target = node.target
+        args, kwargs = torch.fx.node.map_arg((node.args, node.kwargs), lambda n: self.env[n])
+        if target is operator.getitem:
+            return args[0][args[1]]
+        if not isinstance(target, torch._ops.OpOverload):
+            return target(*args, **kwargs)  # symbolic-size arithmetic on this call's integers
+        if target in NOOPS:
+            return None
+        val = node.meta.get("val")
+        if target in _SYM_OPS or (val is not None and not isinstance(val, (torch.Tensor, list, tuple))):
+            return self.sizes.int(val)
+        if target is aten.copy_.default:
+            return self._mutation(node, args[1])
+        if val is None:
+            raise NotImplementedError(f"toony: the graph node {node.name} ({target}) has no metadata to lower with")
+        meta = self.sizes.meta(val)
+        if target in COMPILE_LOWERINGS:
+            arg_metas = [self._meta_of(a) for a in node.args]
+            ctx = NodeContext(meta, arg_metas, lambda shape, stream, _n=node: self._bits(_n, shape, stream))
+            if target in RANDOM_OPS:
+                self.rng_device = meta.device if isinstance(meta, Meta) else meta[0].device
+            return self._shape_all(COMPILE_LOWERINGS[target](ctx, *args, **kwargs), meta)
+        low = LOWERINGS.get(op_name(target))
+        if low is None:
+            return self._fallback(node, target, args, kwargs, meta)
+        if low.pointwise:
+            margs, mkwargs = torch.fx.node.map_arg((node.args, node.kwargs), lambda n: _meta_tensor(self._meta_of(n)))
+            dt = to_toony(low.compute_dtype(margs, mkwargs, _meta_tensor(meta)))
+            args, kwargs = tree_map(lambda x: x.cast(dt) if isinstance(x, Lazy) else x, (args, kwargs))
+        return self._shape_all(low.fn(*args, **kwargs), meta)
+
+    def _meta_of(self, a: Any) -> Any:
+        if isinstance(a, torch.fx.Node):
+            val = a.meta.get("val")
+            return self.sizes.meta(val) if val is not None else None
+        return None
+
+    def _shape_all(self, res: Any, meta: Any) -> Any:
+        if isinstance(meta, Meta):
+            return _shape_to(res, meta)
+        if isinstance(meta, list):
+            return [None if r is None or not isinstance(m, Meta) else _shape_to(r, m) for r, m in zip(res, meta)]
+        return res
+
+    def _mutation(self, node: torch.fx.Node, value: Lazy) -> Lazy:
+        dst = node.args[0]
+        if dst not in self.placeholder_index:
+            raise NotImplementedError(f"toony: copy_ into {dst} (not a graph input) in a compiled graph")
+        i = self.placeholder_index[dst]
+        m = self._meta_of(dst)
+        value = _shape_to(value, m) if isinstance(value, Lazy) else Lazy.full(m.shape, value, to_toony(m.dtype))
+        self.mutations[i] = value
+        self.inputs[i].mutated = True
+        return value
+
+    def _bits(self, node: torch.fx.Node, shape: tuple[int, ...], stream: int) -> Lazy:
+        """Counter-based random words: splitmix64 of (element index, a key from this call's seed and the node)."""
+        if self.seed is None:
+            self.seed = Buffer(8)
+        seed = Lazy.from_buffer(self.seed, dtypes.uint64, 1).reshape(())
+        node_id = list(self.gm.graph.nodes).index(node) * 2 + stream
+        key = _splitmix(seed ^ Lazy((node_id * 0x9E3779B97F4A7C15) % 2**64, dtypes.uint64))
+        n = math.prod(shape)
+        idx = Lazy.arange(n, dtype=dtypes.uint64) if n else Lazy.zeros((0,), dtypes.uint64)
+        return _splitmix(idx * 0x9E3779B97F4A7C15 + key.reshape(1).expand(n)).reshape(shape)
+
+    # ---- the CPU fallback inside a captured graph
+    def _fallback(self, node: torch.fx.Node, op: torch._ops.OpOverload, args: Any, kwargs: Any, meta: Any) -> Any:
+        name = op_name(op)
+        if self.strict:
+            raise NotImplementedError(f"toony: aten.{name} has no toony lowering and the CPU fallback is off "
+                                      "(strict mode / TOONY_FALLBACK=0)")
+        self._fallbacks.append(name)
+        leaves, spec = tree_flatten((args, kwargs))
+        positions = [i for i, x in enumerate(leaves) if isinstance(x, Lazy)]
+        # the host step reads buffers this capture owns (a slot may be bound to memory the host cannot copy from)
+        realized = self.builder.schedule([self._owned(leaves[i]) for i in positions])
+        # later readers use the realized buffers instead of computing these values again
+        node_leaves = tree_flatten((node.args, node.kwargs))[0]
+        if len(node_leaves) == len(leaves):
+            for i, r in zip(positions, realized):
+                if isinstance(node_leaves[i], torch.fx.Node):
+                    self.env[node_leaves[i]] = r
+        in_bufs = []
+        for i, r in zip(positions, realized):
+            bb = base_buffer(r)
+            assert bb is not None
+            in_bufs.append((i, bb[0], tuple(leaves[i].shape), leaves[i].dtype))
+        metas = [meta] if isinstance(meta, Meta) else list(meta)
+        out_bufs = [Buffer(m.numel * torch.empty((), dtype=m.dtype).element_size())
+                    if isinstance(m, Meta) and m.numel else None for m in metas]
+        cpu = torch.device("cpu")
+
+        def run(resolve: Callable[[Buffer], Buffer]) -> None:
+            host = list(leaves)
+            for i, buf, shape, dt in in_bufs:
+                t = torch.empty(shape, dtype=_torch_dtype(dt))
+                if t.numel():
+                    resolve(buf).copyout(_host_bytes(t))
+                host[i] = t
+            host = [cpu if isinstance(x, torch.device) else x for x in host]
+            cargs, ckwargs = tree_unflatten(host, spec)
+            result = op(*cargs, **ckwargs)
+            results = [result] if isinstance(result, torch.Tensor) else list(result)
+            for r, buf in zip(results, out_bufs):
+                if buf is not None and isinstance(r, torch.Tensor):
+                    resolve(buf).copyin(_host_bytes(r.contiguous()))
+            count_fallback(name)
+
+        self.builder.host(run)
+        outs = []
+        for m, buf in zip(metas, out_bufs):
+            if not isinstance(m, Meta):
+                outs.append(None)
+            elif buf is None:
+                outs.append(Lazy.zeros(m.shape, to_toony(m.dtype)))
+            else:
+                outs.append(Lazy.from_buffer(buf, to_toony(m.dtype), m.numel).reshape(m.shape))
+        return outs[0] if isinstance(meta, Meta) else outs
+
+    def _owned(self, t: Lazy) -> Lazy:
+        bb = base_buffer(t)
+        return t.contiguous() if bb is not None and self.builder.is_slot(bb[0]) else t
+
+    # ---- outputs and the final schedule
+    def _plan_outputs(self, outs: Any, placeholders: list[torch.fx.Node], args: list[Any]) -> list[_Output]:
+        in_storage = {}
+        for i, n in enumerate(placeholders):
+            val = n.meta.get("val")
+            if isinstance(val, torch.Tensor) and isinstance(args[i], torch.Tensor):
+                in_storage.setdefault(StorageWeakRef(val.untyped_storage()), i)
+        plans: list[_Output] = []
+        roots: list[Lazy] = []
+        root_of: list[int] = []  # plan index per root
+        seen: dict[Any, int] = {}  # root uop -> plan index of the first output computing it
+        for node in outs:
+            if not isinstance(node, torch.fx.Node):
+                plans.append(_Output("none" if node is None else "value", node))
+                continue
+            val = node.meta.get("val")
+            value = self.env[node]
+            if not isinstance(val, torch.Tensor):
+                plans.append(_Output("value", self.sizes.int(val) if val is not None else value))
+                continue
+            m = self.sizes.meta(val)
+            key = StorageWeakRef(val.untyped_storage())
+            if key in in_storage:  # a view of an input: return that view of the real input
+                i = in_storage[key]
+                base_off = self.sizes.int(placeholders[i].meta["val"].storage_offset())
+                plans.append(_Output("alias", i, m, offset_delta=m.offset - base_off))
+                continue
+            if m.numel == 0:
+                plans.append(_Output("empty", None, m))
+                continue
+            order = _dense_order(m)
+            if order is None:  # not dense (an expanded view): return it contiguous, as eager does
+                m = Meta(m.dtype, m.shape, _contiguous_strides(m.shape), 0, m.device)
+                order = list(range(len(m.shape)))
+            flat = value.permute(order).reshape(m.numel) if len(m.shape) else value.reshape(1)
+            if base_buffer(flat) is not None:
+                flat = flat.contiguous()  # output memory is the caller's, fresh each call: copy into it
+            if flat.uop in seen:
+                plans.append(_Output("dup", seen[flat.uop], m))
+                continue
+            seen[flat.uop] = len(plans)
+            plans.append(_Output("tensor", None, m))
+            roots.append(flat)
+            root_of.append(len(plans) - 1)
+        mutation_items = sorted(self.mutations.items())
+        for _, v in mutation_items:
+            roots.append(v)
+        done = self.builder.schedule(roots)
+        for k, plan_i in enumerate(root_of):
+            bb = base_buffer(done[k])
+            assert bb is not None
+            plans[plan_i].buffer = bb[0]
+            self.builder.make_slot(bb[0])
+        assigns = []
+        for (i, _), r in zip(mutation_items, done[len(root_of):]):
+            a, slot = args[i], self.inputs[i].buffer
+            if slot is None:
+                continue
+            target = Lazy.from_buffer(slot, to_toony(a.dtype), slot.nbytes // a.element_size())
+            assigns.append(target.assign_strided(tuple(a.shape), tuple(a.stride()), a.storage_offset(),
+                                                 r.reshape(tuple(a.shape))))
+        # writes into inputs come last: every kernel reading an input's old values has run
+        self.builder.schedule(assigns)
+        return plans
+
+    # ---- a call
+    def run(self, args: list[Any]) -> list[Any]:
+        bindings: list[Any] = list(self.program.slots)
+        slot_of = self.slot_of
+        host = self._host_memory
+        cpu = False
+        copy_back: list[tuple[Buffer, torch.Tensor]] = []  # CPU memory staged through a device buffer
+        for a, inp in zip(args, self.inputs):
+            kind = inp.kind
+            if kind == "toony":
+                addr = a.untyped_storage().data_ptr()
+                buf = storage.write_buffer(addr, whole=False) if inp.mutated else storage.read_buffer(addr)
+                bindings[slot_of[id(inp.buffer)]] = buf
+            elif kind == "cpu":
+                cpu = True
+                bindings[slot_of[id(inp.buffer)]] = self._bind_cpu(a.untyped_storage(), inp, host, copy_back)
+        if self.seed is not None:
+            self.seed.copyin(np.array([self._next_seed()], np.uint64))
+        fresh: list[Any] = []
+        for plan in self.outputs:
+            if plan.kind != "tensor":
+                fresh.append(None)
+                continue
+            m = plan.meta
+            if m.device == "toony":
+                out = torch.empty_strided(m.shape, m.stride, dtype=m.dtype, device="toony")
+                addr = out.untyped_storage().data_ptr()
+                buf = storage.write_buffer(addr, whole=True)
+                lazy.claim(buf, addr)
+            else:
+                cpu = True
+                out = torch.empty_strided(m.shape, m.stride, dtype=m.dtype)
+                buf = self._bind_cpu(out.untyped_storage(), None, host, copy_back, plan.buffer.nbytes)
+            bindings[slot_of[id(plan.buffer)]] = buf
+            fresh.append(out)
+        self.program(bindings)
+        count_kernels(self.kernels)
+        for buf, dst in copy_back:
+            buf.copyout(_host_bytes(dst))  # blocking: waits for the kernels
+        if cpu:
+            self._queue.finish()  # CPU memory the kernels used in place holds its values now
+        results: list[Any] = []
+        for plan, out in zip(self.outputs, fresh):
+            kind = plan.kind
+            if kind == "tensor":
+                results.append(out)
+            elif kind == "alias":
+                a = args[plan.value]
+                m = plan.meta
+                off = a.storage_offset() + plan.offset_delta
+                same = tuple(a.shape) == m.shape and tuple(a.stride()) == m.stride and off == a.storage_offset()
+                results.append(a if same else a.as_strided(m.shape, m.stride, off))
+            elif kind == "empty":
+                m = plan.meta
+                results.append(torch.empty_strided(m.shape, m.stride, dtype=m.dtype,
+                                                   device="toony" if m.device == "toony" else "cpu"))
+            else:
+                results.append(plan.value)
+        for i, plan in enumerate(self.outputs):
+            if plan.kind == "dup":
+                results[i] = results[plan.value].clone()
+        return results
+
+    def _bind_cpu(self, st: torch.UntypedStorage, inp: _Input | None, host: bool,
+                  copy_back: list[tuple[Buffer, torch.Tensor]], nbytes: int = 0) -> Any:
+        """A CPU storage for a slot: used in place where the device works in host memory, else staged."""
+        nbytes = inp.buffer.nbytes if inp is not None else nbytes
+        ptr = st.data_ptr()
+        if host and ptr % 64 == 0:
+            return HostMemory((ctypes.c_char * nbytes).from_address(ptr), nbytes)
+        raw = torch.empty(0, dtype=torch.uint8).set_(st, 0, (nbytes,), (1,))
+        key = id(inp) if inp is not None else ptr
+        buf = self._staging.get(key)
+        if buf is None or buf.nbytes != nbytes:
+            buf = self._staging[key] = Buffer(nbytes)
+        if inp is not None:
+            buf.copyin(raw.numpy())
+            if inp.mutated:
+                copy_back.append((buf, raw))
+        else:
+            copy_back.append((buf, raw))
+        return buf
+
+    def _next_seed(self) -> int:
+        if self.rng_device == "toony":
+            from . import device_module
+            from .fallback import _mix64
+            gen = device_module.default_generators[0]
+            offset = gen.get_offset()
+            gen.set_offset(offset + 1)
+            return _mix64(gen.initial_seed(), offset)
+        return int(torch.empty((), dtype=torch.int64).random_().item())
+
+
+def _torch_dtype(dt: Any) -> torch.dtype:
+    from .dtypes import TO_TORCH
+    return TO_TORCH[dt]
