@@ -59,11 +59,34 @@ def functional(name: str, fn: Callable[..., Any], pointwise: bool = False) -> No
     kernel(name, _deferred(build))
 
 
+def _with_defaults(op: torch._ops.OpOverload, k: Callable[..., Any]) -> Callable[..., Any]:
+    """k called with op's omitted positional defaults filled in: the dispatcher drops trailing arguments equal
+    to their defaults, and the functional form that computes the op may have no default for them
+    (bernoulli_.float's p=0.5 is a required p in bernoulli.p)."""
+    positional = [a for a in op._schema.arguments if not a.kwarg_only]
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        if len(args) < len(positional):
+            extra = []
+            for a in positional[len(args):]:
+                if a.name in kwargs:
+                    extra.append(kwargs.pop(a.name))
+                elif a.has_default_value():
+                    extra.append(a.default_value)
+                else:
+                    break
+            args = (*args, *extra)
+        return k(*args, **kwargs)
+
+    return call
+
+
 def inplace(name: str, functional_name: str, fn: Callable[..., Any], pointwise: bool = False) -> None:
     """In-place op `name` computed by fn, the lowering of `functional_name` (its out-of-place form)."""
     def build() -> Callable[..., Any]:
         from . import eager
-        return eager._inplace_kernel(overload(name), overload(functional_name), Lowering(fn, pointwise))
+        op = overload(name)
+        return _with_defaults(op, eager._inplace_kernel(op, overload(functional_name), Lowering(fn, pointwise)))
     kernel(name, _deferred(build))
 
 

@@ -79,7 +79,7 @@ def batch_norm_eager(op: str, x_t: torch.Tensor, w_t: torch.Tensor | None, b_t: 
         eager.write_into(rv_t, running_update(rv, unbiased(var, n), momentum), [rv_t, *stats])
         lazy.realize_storages([lazy.addr_of(t) for t in (rm_t, rv_t) if t.numel()])
     out = batch_norm_apply(x, mean, invstd, w, b)
-    return (eager.new_output(out_meta, out, [x_t, w_t, b_t, *stats]),
+    return (eager.new_output(out_meta, out, [t for t in (x_t, w_t, b_t) if t is not None] + stats),
             eager.new_output(_meta((c,), stat), mean, stats), eager.new_output(_meta((c,), stat), invstd, stats))
 
 

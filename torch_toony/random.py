@@ -30,6 +30,8 @@ _GAMMA = 0x9E3779B97F4A7C15
 _MASK = (1 << 64) - 1
 # bits of precision (mantissa + 1) per float dtype: torch's random_() default range is [0, 2**digits]
 _DIGITS = {dtypes.float16: 11, dtypes.bfloat16: 8, dtypes.float32: 24, dtypes.float64: 53}
+_TORCH_FLOAT = {dtypes.float16: torch.float16, dtypes.bfloat16: torch.bfloat16, dtypes.float32: torch.float32,
+                dtypes.float64: torch.float64}
 
 
 def _mix(z: int) -> int:
@@ -112,7 +114,9 @@ def uniform(x: Tensor, low: float = 0.0, high: float = 1.0, *, generator: torch.
     _need_float(x, "uniform_")
     (w,) = words(x.shape, generator)
     v = (unit(w, _acc(x.dtype)) * (high - low) + low).cast(x.dtype)
-    return (v == high).where(Tensor(low, x.dtype), v)  # rounding up to `high` in a narrow type maps to `low`
+    # a value that rounds up to `high` in the output type becomes `low` (as CUDA does): `to` stays excluded
+    top = float(torch.tensor(high, dtype=torch.float64).to(_TORCH_FLOAT[x.dtype]))
+    return (v.cast(_acc(x.dtype)) == top).where(Tensor(low, x.dtype), v)  # top is exact in the acc type
 
 
 def normal_functional(x: Tensor, mean: float = 0.0, std: float = 1.0, *,
