@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from toony_core import Tensor
 
 from .lowering import lowers
-from .windows import Ints, acc_dtype, expand, pad_crop, transposed_windows, windows, zeros_if_empty
+from .windows import Ints, acc_dtype, expand, gather_windows, pad_crop, transposed_taps, windows, zeros_if_empty
 
 
 def _kept(n: int, o: int, out: Ints) -> tuple[int, ...]:
@@ -23,19 +23,20 @@ def _kept(n: int, o: int, out: Ints) -> tuple[int, ...]:
 
 
 def _contract(win: Tensor, weight: Tensor, groups: int, d: int) -> Tensor:
-    """win (N, C, *out, *K) with weight (O, C/groups, *K) -> (N, O, 1, *out, 1, ...) in the accumulation dtype.
+    """win (N, C, *out, *K) with weight (O, C/groups, *K), or (O, C/groups, *out, *K) when the weight tap depends
+    on the position -> (N, O, 1, *out, 1, ...) in the accumulation dtype.
 
     The reduced axes are kept (see _kept): elementwise work after a reduction fuses into its kernel only
     while the reduced unit axes are still there, so callers add the bias and cast first, then reshape."""
     n = win.shape[0]
-    out_sp = win.shape[2:2 + d]
-    o, cg, k = weight.shape[0], weight.shape[1], weight.shape[2:]
+    out_sp, k = win.shape[2:2 + d], win.shape[2 + d:]
+    o, cg = weight.shape[0], weight.shape[1]
     acc = acc_dtype(win.dtype)
     # the group split is done before the reduction (the window's channel follows o through an expand), so the
     # reduction's own output is already (N, O, *out) and a bias or activation fuses into the same kernel
     w = win.cast(acc).reshape(n, groups, 1, cg, *out_sp, *k).expand(n, groups, o // groups, cg, *out_sp, *k)
     w = w.reshape(n, o, cg, *out_sp, *k)
-    wt = weight.cast(acc).reshape(1, o, cg, *([1] * d), *k)
+    wt = weight.cast(acc).reshape(1, o, cg, *(weight.shape[2:2 + d] if weight.ndim == 2 + 2 * d else [1] * d), *k)
     return (w * wt).sum((2, *range(3 + d, 3 + 2 * d)), True, acc)
 
 
@@ -63,10 +64,15 @@ def _conv_transposed(x: Tensor, weight: Tensor, stride: Ints, padding: Ints, dil
     shape = _kept(x.shape[0], og * groups, out)
     if (z := zeros_if_empty(shape, acc_dtype(x.dtype), x, weight)) is not None:
         return z
-    win = transposed_windows(x, out, kernel, stride, padding, dilation)  # (N, Cin, *out, *K)
+    taps = transposed_taps(x, out, kernel, stride, padding, dilation)  # (N, Cin, *out, *T)
     # as a plain convolution weight: (groups, Cin/g, O/g, K) -> (O, Cin/g, K)
     w = weight.reshape(groups, cin // groups, og, *kernel).permute(0, 2, 1, *range(3, 3 + d))
-    return _contract(win, w.reshape(og * groups, cin // groups, *kernel), groups, d)
+    w = w.reshape(og * groups, cin // groups, *kernel)
+    if taps.kernel_index is None:  # all taps, reversed
+        w = w.flip(tuple(range(2, 2 + d)))
+    else:  # the real taps of each position: the weight taps they stand for, (O, Cin/g, *out, *T)
+        w = gather_windows(w, taps.kernel_index)
+    return _contract(taps.view, w, groups, d)
 
 
 @lowers("convolution.default")

@@ -25,7 +25,7 @@ from .windows import (
     lowest,
     pad_crop,
     place,
-    transposed_windows,
+    transposed_taps,
     windows,
     zeros_if_empty,
 )
@@ -118,8 +118,8 @@ def _max_pool_backward(go: Tensor, x: Tensor, d: int, kernel: Ints, stride: Ints
         return z
     size = x.shape[x.ndim - d:]
     acc = acc_dtype(go.dtype)
-    gwin = transposed_windows(go.cast(acc), size, kernel, stride, padding, dilation, 0)
-    iwin = transposed_windows(indices, size, kernel, stride, padding, dilation, -1)
+    gwin = transposed_taps(go, size, kernel, stride, padding, dilation, 0).view.cast(acc)
+    iwin = transposed_taps(indices, size, kernel, stride, padding, dilation, -1).view
     here = Tensor.arange(math.prod(size)).reshape(*size, *([1] * d)).cast(indices.dtype)
     axes = tuple(range(gwin.ndim - d, gwin.ndim))
     return (iwin == here).where(gwin, 0).sum(axes, True, acc).cast(x.dtype).reshape(x.shape)
@@ -210,7 +210,7 @@ def _avg_pool_backward(go: Tensor, x: Tensor, d: int, kernel: Ints, stride: Ints
         return z
     acc = acc_dtype(go.dtype)
     g = _divide(go.cast(acc), div, 0)
-    win = transposed_windows(g, size, kernel, stride, padding, (1,) * d, 0)
+    win = transposed_taps(g, size, kernel, stride, padding, (1,) * d, 0).view
     return win.sum(tuple(range(win.ndim - d, win.ndim)), True, acc).cast(x.dtype).reshape(x.shape)
 
 

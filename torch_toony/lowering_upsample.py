@@ -135,7 +135,7 @@ def _upsample(x: Tensor, mode: str, d: int, output_size: Ints, align_corners: bo
     vals = gather_windows(x, [_device_table(k, "index") for k in keys])  # (*lead, *out, *taps)
     if mode != "linear":
         return vals.reshape(*lead, *out)
-    acc = acc_dtype(x.dtype)
+    acc = acc_dtype(x.dtype) if x.dtype.is_float else dtypes.float32
     vals = vals.cast(acc)
     n = len(lead)
     # torch's nested interpolation: the last dim first, t0 * w0 + t1 * w1 at each level; shrinks keep it
@@ -147,6 +147,8 @@ def _upsample(x: Tensor, mode: str, d: int, output_size: Ints, align_corners: bo
         w0 = _along(w, i, n, d, vals.ndim, False)
         w1 = _along(w.shrink(((0, w.shape[0]), (1, 2))), i, n, d, vals.ndim, False)
         vals = taps[0] * w0 + taps[1] * w1
+    if not x.dtype.is_float:  # uint8 (the one integer dtype torch interpolates) rounds to nearest
+        vals = (vals + 0.5).floor().clip(0, 255)
     return vals.cast(x.dtype).reshape(*lead, *out)
 
 

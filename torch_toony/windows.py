@@ -3,23 +3,27 @@
 Everything here is movement (and a little index arithmetic) on toony_core's lazy tensors, so no im2col or
 zero-stuffed buffer is ever materialized; the consumers' reductions read through these views.
   - `windows`: a padded input seen as (..., *out, *kernel) through `as_strided`;
-  - `transposed_windows`: for every input position i and tap k, the output element whose window put tap k on
-    i (o = (i + pad - k * dilation) / stride where that is an integer in range), by dilating with a fill
-    value, padding and windowing: the adjoint of `windows`, so gradients are gathers, never scatters
-    (deterministic, no atomics);
+  - `transposed_taps`: for every input position i and tap k, the output element whose window put tap k on
+    i (o = (i + pad - k * dilation) / stride where that is an integer in range): the adjoint of `windows`,
+    so gradients are gathers, never scatters (deterministic, no atomics). With stride 1 it is a window view
+    of the padded output; with a larger stride only about kernel / stride taps per position are real, and
+    constant tables list just those (no work on the zeros a dilated view would hold);
   - `gather_windows`: windows whose starts are not strided (adaptive pooling, resampling), read through
     constant index tables.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from toony_core import Tensor, dtypes
 from toony_core.dtype import DType
+from toony_core.uop import Ops
 
 Ints = Sequence[int]
 
@@ -85,15 +89,17 @@ def dilate(x: Tensor, stride: Ints, value: float | int = 0) -> Tensor:
 
 def transposed_windows(y: Tensor, size: Ints, kernel: Ints, stride: Ints, padding: Ints, dilation: Ints,
                        value: float | int = 0) -> Tensor:
-    """(*lead, *O) -> the view (*lead, *size, *kernel): v[..., i, k] = y[..., (i + padding - k * dilation) / stride]
-    where that is an integer in [0, O), else `value`. The adjoint of `windows` over a padded input."""
+    """(*lead, *O) -> the view (*lead, *size, *kernel) of v[..., i, k] = y[..., (i + padding - k * dilation) / stride]
+    where that is an integer in [0, O), else `value`: the adjoint of `windows` over a padded input.
+
+    The taps come in REVERSED order (the view holds v[..., i, K-1-k]): a flipped window costs a division and a
+    modulo per load once lowered, so consumers that care about tap order (a convolution) flip their weight."""
     d = len(kernel)
     yd = dilate(y, stride, value)
     reach = [(k - 1) * dl for k, dl in zip(kernel, dilation)]
-    lo = [r - p for r, p in zip(reach, padding)]  # flipped tap k' = K-1-k reads yd[i + k' * dilation - lo]
+    lo = [r - p for r, p in zip(reach, padding)]  # reversed tap k' = K-1-k reads yd[i + k' * dilation - lo]
     hi = [n + r - b - m for n, r, b, m in zip(size, reach, lo, yd.shape[yd.ndim - d:])]
-    win = windows(pad_crop(yd, lo, hi, value), kernel, (1,) * d, dilation, size)
-    return win.flip(tuple(range(win.ndim - d, win.ndim)))
+    return windows(pad_crop(yd, lo, hi, value), kernel, (1,) * d, dilation, size)
 
 
 def place(t: Tensor, at: int, ndim: int) -> Tensor:
@@ -118,9 +124,69 @@ def gather_windows(x: Tensor, index: Sequence[Tensor]) -> Tensor:
     assert flat is not None
     rows = math.prod(lead)
     base = Tensor.arange(rows).reshape(rows, *([1] * 2 * d)) * math.prod(size)
-    return x.reshape(rows, *size).take(base + flat).reshape(*lead, *out, *kernel)
+    return flat_source(x).take(base + flat).reshape(*lead, *out, *kernel)
+
+
+def flat_source(x: Tensor) -> Tensor:
+    """x as a 1-D tensor (row-major) with no movement op between a gather and the memory it reads.
+
+    A gather lowers every reshape, permute or stride between it and its buffer into a division and a modulo
+    per dim per load, which toony_core does not fold back (see /work/bugs_core.md), so a gather-heavy kernel
+    would spend most of its time on index arithmetic: reshapes of a 1-D value are looked through, and
+    anything else is first copied into a flat buffer (one cheap kernel, far cheaper than the index math)."""
+    u = x.uop
+    while u.op is Ops.RESHAPE:
+        u = u.src[0]
+    if len(u.shape) == 1 and u.shape[0] == x.numel():
+        return Tensor(u)
+    return x.reshape(x.numel()).contiguous()
 
 
 def const(a: np.ndarray) -> Tensor:
     """A small constant table on the device (callers cache it: each call uploads)."""
     return Tensor(np.ascontiguousarray(a))
+
+
+@dataclass(frozen=True)
+class Taps:
+    """The transposed windows of an output: view[..., i, t] is the output element that tap t of position i reads
+    (`value` where there is none). kernel_index[d] (size_d, T_d) says which kernel tap t is along dim d; None
+    means every tap is there, in reversed order (t = K-1-k)."""
+
+    view: Tensor
+    kernel_index: list[Tensor] | None
+
+
+@functools.cache
+def _tap_tables(size: int, out: int, k: int, s: int, p: int, dl: int) -> tuple[Tensor, Tensor, np.ndarray]:
+    """Along one dim: for each position i, the (output position, kernel tap) pairs with o * s - p + k * dl = i,
+    packed left into (size, T) tables (ascending k), and their mask."""
+    num = np.arange(size)[:, None] + p - np.arange(k)[None, :] * dl
+    ok = (num % s == 0) & (num >= 0) & (num // s < out)
+    order = np.argsort(~ok, axis=1, kind="stable")  # real taps first, each row in ascending k
+    t = max(1, int(ok.sum(1).max()) if size else 1)
+    taps = order[:, :t]
+    outs = np.clip(np.take_along_axis(num // s, taps, 1), 0, max(out - 1, 0))
+    return const(outs.astype(np.int32)), const(taps.astype(np.int32)), np.take_along_axis(ok, taps, 1)
+
+
+@functools.cache
+def _tap_plan(keys: tuple[tuple[int, ...], ...]) -> tuple[list[Tensor], list[Tensor], Tensor | None]:
+    """Per-dim output and kernel tables for _tap_tables keys, and their combined (*size, *T) mask (None: all real)."""
+    d = len(keys)
+    tables = [_tap_tables(*k) for k in keys]
+    mask = np.ones((), bool)
+    for i, (_, _, m) in enumerate(tables):
+        mask = mask & m.reshape([m.shape[0] if j == i else m.shape[1] if j == d + i else 1 for j in range(2 * d)])
+    return [t[0] for t in tables], [t[1] for t in tables], None if mask.all() else const(mask)
+
+
+def transposed_taps(y: Tensor, size: Ints, kernel: Ints, stride: Ints, padding: Ints, dilation: Ints,
+                    value: float | int = 0) -> Taps:
+    """The transposed windows of y (*lead, *O) at input size `size` (see Taps)."""
+    if all(s == 1 for s in stride):
+        return Taps(transposed_windows(y, size, kernel, stride, padding, dilation, value), None)
+    d = len(kernel)
+    outs, taps, mask = _tap_plan(tuple(zip(size, y.shape[y.ndim - d:], kernel, stride, padding, dilation)))
+    view = gather_windows(y, outs)
+    return Taps(view if mask is None else mask.where(view, value), taps)
