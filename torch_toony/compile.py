@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from .compile_capture import Capture, is_supported, op_name
-from .compile_ops import COMPILE_LOWERINGS, NOOPS
+from .compile_ops import COMPILE_LOWERINGS, NOOPS, compile_lowering
 from .lowering import LOWERINGS
 
 aten = torch.ops.aten
@@ -35,7 +35,7 @@ _KEEP = {aten._to_copy.default, aten.empty_strided.default, aten.new_empty_strid
 
 
 def _handled(op: Any) -> bool:
-    return op in COMPILE_LOWERINGS or op in NOOPS or (isinstance(op, torch._ops.OpOverload)
+    return compile_lowering(op) is not None or op in NOOPS or (isinstance(op, torch._ops.OpOverload)
                                                         and op_name(op) in LOWERINGS)
 
 
@@ -110,15 +110,15 @@ def _key(a: Any) -> Any:
 
 def compile_graph(gm: torch.fx.GraphModule, example_inputs: Sequence[Any], strict: bool = False) -> CompiledGraph:
     """aot_autograd's compiler for one ATen graph: checks what lowers (strict mode raises naming the op)."""
-    missing = sorted({op_name(n.target) for n in gm.graph.nodes if n.op == "call_function" and
+    missing = sorted({str(n.target) for n in gm.graph.nodes if n.op == "call_function" and
                       not is_supported(n.target)})
     if missing and strict:
-        raise NotImplementedError(f"toony: no toony lowering for aten.{', aten.'.join(missing)} in a compiled graph "
+        raise NotImplementedError(f"toony: no toony lowering for {', '.join(missing)} in a compiled graph "
                                   "and the CPU fallback is off (strict mode / TOONY_FALLBACK=0)")
     for name in missing:
         if name not in _warned:
             _warned.add(name)
-            warnings.warn(f"toony: aten.{name} has no toony lowering; the compiled graph runs it on the CPU "
+            warnings.warn(f"toony: {name} has no toony lowering; the compiled graph runs it on the CPU "
                           "(copy out, run, copy in). Set TOONY_FALLBACK=0 to make this an error.", stacklevel=2)
     return CompiledGraph(gm, strict)
 

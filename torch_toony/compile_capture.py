@@ -33,7 +33,7 @@ from toony_core.jit import HostMemory, JitBuilder, JitProgram, base_buffer, can_
 from toony_core.runtime import Buffer
 
 from . import lazy, storage
-from .compile_ops import COMPILE_LOWERINGS, NOOPS, RANDOM_OPS, Meta, NodeContext
+from .compile_ops import NOOPS, RANDOM_OPS, Meta, NodeContext, compile_lowering
 from .dtypes import to_toony
 from .lowering import LOWERINGS
 from .metrics import count_fallback, count_kernels
@@ -43,14 +43,16 @@ _SYM_OPS = {aten.sym_size.int, aten.sym_stride.int, aten.sym_numel.default, aten
 
 
 def op_name(op: torch._ops.OpOverload) -> str:
-    return f"{op._schema.name.split('::')[-1]}.{op._overloadname}"
+    """The lowering table's key for an op ("add.Tensor"); ops outside aten keep their namespace."""
+    ns, _, name = op._schema.name.partition("::")
+    return f"{name}.{op._overloadname}" if ns == "aten" else f"{ns}.{name}.{op._overloadname}"
 
 
 def is_supported(target: Any) -> bool:
     """Whether a graph node's target lowers to toony kernels (or needs no kernel at all)."""
     if not isinstance(target, torch._ops.OpOverload):
         return True  # getitem and symbolic-size arithmetic run in Python at capture
-    return target in COMPILE_LOWERINGS or target in NOOPS or target in _SYM_OPS or \
+    return compile_lowering(target) is not None or target in NOOPS or target in _SYM_OPS or \
         target is aten.copy_.default or op_name(target) in LOWERINGS
 
 
@@ -108,6 +110,8 @@ def _contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
 
 def _shape_to(value: Lazy, m: Meta) -> Lazy:
     """A lowering's result cast and shaped like torch's metadata says the op returns (as eager.new_output)."""
+    if m.numel == 0:  # (eval-mode batch norm's saved statistics are empty, whatever the lowering returns)
+        return Lazy.zeros(m.shape, to_toony(m.dtype))
     value = value.cast(to_toony(m.dtype))
     if tuple(value.shape) != m.shape:
         value = value.reshape(m.shape) if value.numel() == m.numel else value.expand(m.shape)
@@ -141,8 +145,18 @@ class _Input:
 
 
 @dataclass
+class _Group:
+    """One storage several outputs are views of: each call allocates it and returns views into it."""
+
+    buffer: Buffer
+    extent: int  # elements
+    dtype: torch.dtype
+    device: str
+
+
+@dataclass
 class _Output:
-    kind: str  # "tensor" (computed into a slot), "alias", "dup", "empty", "value", "none"
+    kind: str  # "tensor" (computed into a slot), "view" (of a group), "alias", "dup", "empty", "value", "none"
     value: Any = None  # "value": the Python value; "alias"/"dup": the input/output index
     meta: Meta | None = None
     buffer: Buffer | None = None
@@ -160,6 +174,7 @@ class Capture:
         self.env: dict[torch.fx.Node, Any] = {}
         self.inputs: list[_Input] = []
         self.mutations: dict[int, Lazy] = {}
+        self.groups: list[_Group] = []
         self.seed: Buffer | None = None
         self.rng_device = "cpu"
         self._fallbacks: list[str] = []
@@ -243,12 +258,13 @@ class Capture:
         if val is None:
             raise NotImplementedError(f"toony: the graph node {node.name} ({target}) has no metadata to lower with")
         meta = self.sizes.meta(val)
-        if target in COMPILE_LOWERINGS:
+        special = compile_lowering(target)
+        if special is not None:
             arg_metas = [self._meta_of(a) for a in node.args]
             ctx = NodeContext(meta, arg_metas, lambda shape, stream, _n=node: self._bits(_n, shape, stream))
             if target in RANDOM_OPS:
                 self.rng_device = meta.device if isinstance(meta, Meta) else meta[0].device
-            return self._shape_all(COMPILE_LOWERINGS[target](ctx, *args, **kwargs), meta)
+            return self._shape_all(special(ctx, *args, **kwargs), meta)
         low = LOWERINGS.get(op_name(target))
         if low is None:
             return self._fallback(node, target, args, kwargs, meta)
@@ -295,9 +311,9 @@ class Capture:
 
     # ---- the CPU fallback inside a captured graph
     def _fallback(self, node: torch.fx.Node, op: torch._ops.OpOverload, args: Any, kwargs: Any, meta: Any) -> Any:
-        name = op_name(op)
+        name = str(op)
         if self.strict:
-            raise NotImplementedError(f"toony: aten.{name} has no toony lowering and the CPU fallback is off "
+            raise NotImplementedError(f"toony: {name} has no toony lowering and the CPU fallback is off "
                                       "(strict mode / TOONY_FALLBACK=0)")
         self._fallbacks.append(name)
         leaves, spec = tree_flatten((args, kwargs))
@@ -334,7 +350,7 @@ class Capture:
             for r, buf in zip(results, out_bufs):
                 if buf is not None and isinstance(r, torch.Tensor):
                     resolve(buf).copyin(_host_bytes(r.contiguous()))
-            count_fallback(name)
+            count_fallback(op.name())
 
         self.builder.host(run)
         outs = []
@@ -352,16 +368,31 @@ class Capture:
         return t.contiguous() if bb is not None and self.builder.is_slot(bb[0]) else t
 
     # ---- outputs and the final schedule
+    def _new_group(self, metas: list[Meta]) -> int:
+        extent = max(m.offset + 1 + sum((n - 1) * st for n, st in zip(m.shape, m.stride)) for m in metas if m.numel)
+        m = metas[0]
+        buf = self.builder.slot(extent * torch.empty((), dtype=m.dtype).element_size())
+        self.groups.append(_Group(buf, extent, m.dtype, m.device))
+        return len(self.groups) - 1
+
     def _plan_outputs(self, outs: Any, placeholders: list[torch.fx.Node], args: list[Any]) -> list[_Output]:
         in_storage = {}
         for i, n in enumerate(placeholders):
             val = n.meta.get("val")
             if isinstance(val, torch.Tensor) and isinstance(args[i], torch.Tensor):
                 in_storage.setdefault(StorageWeakRef(val.untyped_storage()), i)
+        # outputs that share a storage (views of one intermediate) must share one in the results too:
+        # aot_autograd rebuilds such aliases from each other
+        sharing: dict[Any, list[torch.fx.Node]] = {}
+        for node in outs:
+            if isinstance(node, torch.fx.Node) and isinstance(node.meta.get("val"), torch.Tensor):
+                val = node.meta["val"]
+                sharing.setdefault(StorageWeakRef(val.untyped_storage()), []).append(node)
         plans: list[_Output] = []
         roots: list[Lazy] = []
-        root_of: list[int] = []  # plan index per root
+        root_of: list[tuple[int, int]] = []  # (root index, plan index) of each output computed on its own
         seen: dict[Any, int] = {}  # root uop -> plan index of the first output computing it
+        group_of: dict[Any, int] = {}
         for node in outs:
             if not isinstance(node, torch.fx.Node):
                 plans.append(_Output("none" if node is None else "value", node))
@@ -381,6 +412,16 @@ class Capture:
             if m.numel == 0:
                 plans.append(_Output("empty", None, m))
                 continue
+            group = sharing[key]
+            if len(group) > 1 and len({g.meta["val"].dtype for g in group}) == 1:
+                if key not in group_of:
+                    group_of[key] = self._new_group([self.sizes.meta(g.meta["val"]) for g in group])
+                g = self.groups[group_of[key]]
+                view = (m.shape, m.stride, m.offset)
+                target = Lazy.from_buffer(g.buffer, to_toony(m.dtype), g.extent)
+                roots.append(target.assign_strided(*view, value))
+                plans.append(_Output("view", group_of[key], m))
+                continue
             order = _dense_order(m)
             if order is None:  # not dense (an expanded view): return it contiguous, as eager does
                 m = Meta(m.dtype, m.shape, _contiguous_strides(m.shape), 0, m.device)
@@ -394,18 +435,19 @@ class Capture:
             seen[flat.uop] = len(plans)
             plans.append(_Output("tensor", None, m))
             roots.append(flat)
-            root_of.append(len(plans) - 1)
+            root_of.append((len(roots) - 1, len(plans) - 1))
+        n_outputs = len(roots)
         mutation_items = sorted(self.mutations.items())
         for _, v in mutation_items:
             roots.append(v)
         done = self.builder.schedule(roots)
-        for k, plan_i in enumerate(root_of):
+        for k, plan_i in root_of:
             bb = base_buffer(done[k])
             assert bb is not None
             plans[plan_i].buffer = bb[0]
             self.builder.make_slot(bb[0])
         assigns = []
-        for (i, _), r in zip(mutation_items, done[len(root_of):]):
+        for (i, _), r in zip(mutation_items, done[n_outputs:]):
             a, slot = args[i], self.inputs[i].buffer
             if slot is None:
                 continue
@@ -440,17 +482,13 @@ class Capture:
                 fresh.append(None)
                 continue
             m = plan.meta
-            if m.device == "toony":
-                out = torch.empty_strided(m.shape, m.stride, dtype=m.dtype, device="toony")
-                addr = out.untyped_storage().data_ptr()
-                buf = storage.write_buffer(addr, whole=True)
-                lazy.claim(buf, addr)
-            else:
-                cpu = True
-                out = torch.empty_strided(m.shape, m.stride, dtype=m.dtype)
-                buf = self._bind_cpu(out.untyped_storage(), None, host, copy_back, plan.buffer.nbytes)
-            bindings[slot_of[id(plan.buffer)]] = buf
+            out = self._new_output(m.shape, m.stride, m.dtype, m.device, plan.buffer, bindings, copy_back, host)
+            cpu = cpu or m.device != "toony"
             fresh.append(out)
+        bases = []
+        for g in self.groups:
+            bases.append(self._new_output((g.extent,), (1,), g.dtype, g.device, g.buffer, bindings, copy_back, host))
+            cpu = cpu or g.device != "toony"
         self.program(bindings)
         count_kernels(self.kernels)
         for buf, dst in copy_back:
@@ -462,6 +500,9 @@ class Capture:
             kind = plan.kind
             if kind == "tensor":
                 results.append(out)
+            elif kind == "view":
+                m = plan.meta
+                results.append(bases[plan.value].as_strided(m.shape, m.stride, m.offset))
             elif kind == "alias":
                 a = args[plan.value]
                 m = plan.meta
@@ -478,6 +519,21 @@ class Capture:
             if plan.kind == "dup":
                 results[i] = results[plan.value].clone()
         return results
+
+    def _new_output(self, shape: tuple[int, ...], stride: tuple[int, ...], dtype: torch.dtype, device: str,
+                    slot: Buffer, bindings: list[Any], copy_back: list[tuple[Buffer, torch.Tensor]],
+                    host: bool) -> torch.Tensor:
+        """A fresh output tensor whose memory is bound to the slot the kernels write it through."""
+        if device == "toony":
+            out = torch.empty_strided(shape, stride, dtype=dtype, device="toony")
+            addr = out.untyped_storage().data_ptr()
+            buf = storage.write_buffer(addr, whole=True)
+            lazy.claim(buf, addr)
+        else:
+            out = torch.empty_strided(shape, stride, dtype=dtype)
+            buf = self._bind_cpu(out.untyped_storage(), None, host, copy_back, slot.nbytes)
+        bindings[self.slot_of[id(slot)]] = buf
+        return out
 
     def _bind_cpu(self, st: torch.UntypedStorage, inp: _Input | None, host: bool,
                   copy_back: list[tuple[Buffer, torch.Tensor]], nbytes: int = 0) -> Any:

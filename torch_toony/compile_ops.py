@@ -54,14 +54,23 @@ class NodeContext:
 
 
 COMPILE_LOWERINGS: dict[Any, Callable[..., Any]] = {}
+_BY_NAME: dict[str, Callable[..., Any]] = {}  # ops registered only once some torch module loads ("prims.fma")
 
 
 def compile_lowers(*ops: Any) -> Callable:
     def deco(fn: Callable) -> Callable:
         for op in ops:
-            COMPILE_LOWERINGS[op] = fn
+            if isinstance(op, str):
+                _BY_NAME[op] = fn
+            else:
+                COMPILE_LOWERINGS[op] = fn
         return fn
     return deco
+
+
+def compile_lowering(op: Any) -> Callable[..., Any] | None:
+    fn = COMPILE_LOWERINGS.get(op)
+    return fn if fn is not None or not _BY_NAME else _BY_NAME.get(str(op))
 
 
 def _dt(ctx: NodeContext) -> Any:
@@ -212,6 +221,13 @@ def to_copy(ctx: NodeContext, x: Tensor, *args: Any, **kwargs: Any) -> Tensor:
 def copy(ctx: NodeContext, dst: Tensor, src: Tensor, non_blocking: bool = False) -> Tensor:
     v = src.cast(_dt(ctx))
     return v.expand(ctx.out.shape) if v.shape != ctx.out.shape else v
+
+
+@compile_lowers("prims.fma.default")  # dynamo writes addcmul_ and add_ with a tensor alpha as inductor's fma
+def fma(ctx: NodeContext, a: Tensor | float, b: Tensor | float, c: Tensor | float) -> Tensor:
+    dt = _dt(ctx)
+    a, b, c = (x.cast(dt) if isinstance(x, Tensor) else Tensor.full((), x, dt) for x in (a, b, c))
+    return a * b + c
 
 
 # ---------------------------------------------------------------- factories
