@@ -407,12 +407,28 @@ def test_integer_overflow_wraps():
     u = np.array([0, 1, 255], np.uint8)
     check(Tensor(u) - 1, np.array([255, 0, 254], np.uint8), dtypes.uint8)
     check(Tensor(u) + Tensor(np.full(3, 255, np.uint8)), np.array([255, 0, 254], np.uint8), dtypes.uint8)
+    # the product wraps to uint8 before it is divided (a wider C temporary would give 152 for 99)
+    w = np.array([99, 200, 3], np.uint8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        check((Tensor(w) * 3 + 7) // 2, (w * np.uint8(3) + np.uint8(7)) // np.uint8(2), dtypes.uint8)
+        check((Tensor(w.view(np.int8)) * 3 + 7) % 5, (w.view(np.int8) * np.int8(3) + np.int8(7)) % np.int8(5),
+              dtypes.int8)
     big = np.array([2**40, -(2**40), 2**62], np.int64)
     check(Tensor(big) + Tensor(big // 2), big + big // 2, dtypes.int64)  # really 64-bit
     ub = np.array([2**63 + 5, 2**64 - 1, 3], np.uint64)
     check(Tensor(ub) > Tensor(np.array([2**63, 2**63, 2**63], np.uint64)), ub > np.uint64(2**63), dtypes.bool)
     check(Tensor(ub) // Tensor(np.array([3, 7, 2], np.uint64)), ub // np.array([3, 7, 2], np.uint64),
           dtypes.uint64)
+
+
+@pytest.mark.xfail(strict=True, reason="bugs_core.md#divmod-under-wrap: uint8 (x + 255) // 2 gives [128 127 227] "
+                                       "for x = [1 0 200], numpy [0 127 99]")
+def test_small_int_sum_wraps_before_division():
+    x = np.array([1, 0, 200], np.uint8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        check((Tensor(x) + 255) // 2, (x + np.uint8(255)) // np.uint8(2), dtypes.uint8)
 
 
 def test_kernels_whose_loads_simplify_away():

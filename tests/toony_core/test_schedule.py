@@ -171,3 +171,12 @@ def test_schedule_items_bind_output_first():
     items = schedule(a.sum(1))
     assert isinstance(items[0].buffers[0], Buffer)
     assert items[0].buffers[0].nbytes == 4 * 4
+
+
+def test_realize_the_same_tensor_twice():
+    from toony_core.realize import realize
+    t = Tensor(np.ones(4, np.float32)) + 1
+    before = Stats.kernels_launched
+    realize(t, t)
+    assert Stats.kernels_launched - before == 1
+    np.testing.assert_array_equal(t.numpy(), np.full(4, 2.0, np.float32))
