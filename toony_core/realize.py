@@ -78,7 +78,7 @@ def _is_buffer_view(u: UOp) -> bool:
 
 
 def realize(*tensors: Tensor) -> None:
-    todo = [t for t in tensors if not _is_buffer_view(t.uop)]
+    todo = list({id(t): t for t in tensors if not _is_buffer_view(t.uop)}.values())  # each Tensor once
     if not todo:
         return
     roots = list(dict.fromkeys(t.uop for t in todo))

@@ -95,12 +95,14 @@ def render_const(value: bool | int | float, dt: DType) -> str:
         text = repr(float(value)) if dt == dtypes.float64 else f"{value:.9g}"
         if "." not in text and "e" not in text:
             text += ".0"
-        return text + suffix
+        return f"({text}{suffix})" if text.startswith("-") else text + suffix  # never `x--1.0f`
     lo = -(2 ** (dt.itemsize * 8 - 1))
     if dt.kind == "i" and value == lo:
         return f"(({dt.cname})({value + 1}{'L' if dt.itemsize == 8 else ''}-1))"
     suffix = {dtypes.int64: "L", dtypes.uint64: "ul", dtypes.uint32: "u"}.get(dt, "")
-    return f"{value}{suffix}" if dt.itemsize >= 4 else f"(({dt.cname}){value})"
+    if dt.itemsize < 4:
+        return f"(({dt.cname}){value})"
+    return f"({value}{suffix})" if value < 0 else f"{value}{suffix}"
 
 
 def _load_expr(ptr: str, idx: str, dt: DType) -> str:

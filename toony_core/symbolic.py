@@ -98,6 +98,16 @@ def _combine(terms: list[tuple[UOp, int]]) -> dict[UOp, int]:
                 del out[quo], out[rem]
                 out[y] = out.get(y, 0) + m
                 changed = True
+                continue
+            # ((y//c) % b)*c*m + (y%c)*m is (y % (c*b))*m for y >= 0: an unflatten followed by a flatten
+            for outer, k in list(out.items()):
+                if outer.op is Ops.MOD and outer.src[1].op is Ops.CONST and k == c.arg * m and y.vmin >= 0 \
+                        and outer.src[0] is _quotient(y, c) and c.arg > 0:
+                    del out[outer], out[rem]
+                    merged = UOp(Ops.MOD, y.dtype, (y, UOp.const(c.arg * outer.src[1].arg, y.dtype)))
+                    out[merged] = out.get(merged, 0) + m
+                    changed = True
+                    break
     return {t: c for t, c in out.items() if c != 0}
 
 

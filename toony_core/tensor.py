@@ -163,7 +163,8 @@ class Tensor:
             new = tuple(self.numel() // known if s == -1 and known else (0 if s == -1 else s) for s in new)
         if prod(new) != self.numel():
             raise ValueError(f"cannot reshape {self.shape} to {new}")
-        return self if new == self.shape else Tensor(UOp(Ops.RESHAPE, self.dtype, (self.uop,), new))
+        base = self.uop.src[0] if self.uop.op is Ops.RESHAPE else self.uop  # a reshape of a reshape is one
+        return Tensor(base) if new == base.shape else Tensor(UOp(Ops.RESHAPE, self.dtype, (base,), new))
 
     def permute(self, *order: int | Sequence[int]) -> Tensor:
         o = tuple(order[0]) if len(order) == 1 and not isinstance(order[0], int) else tuple(order)  # type: ignore
