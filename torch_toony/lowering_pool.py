@@ -19,6 +19,7 @@ from .lowering import lowers
 from .windows import (
     Ints,
     acc_dtype,
+    cached_const,
     const,
     expand,
     gather_windows,
@@ -171,7 +172,7 @@ def _avg_pool_parts(x_shape: Ints, d: int, kernel: Ints, stride: Ints, padding: 
 
 def _divide(t: Tensor, div: int | np.ndarray, kept: int) -> Tensor:
     """t / div (per output position, followed by `kept` unit axes), truncating for integers as torch does."""
-    dv = div if isinstance(div, int) else Tensor(div.reshape(*div.shape, *([1] * kept)))
+    dv = div if isinstance(div, int) else cached_const(div.reshape(*div.shape, *([1] * kept)))
     if t.dtype.is_float:
         return t / (dv if isinstance(dv, int) else dv.cast(t.dtype))
     return t._binary(Ops.IDIV, dv if isinstance(dv, int) else dv.cast(t.dtype))
@@ -209,8 +210,15 @@ def _avg_pool_backward(go: Tensor, x: Tensor, d: int, kernel: Ints, stride: Ints
     if (z := zeros_if_empty(x.shape, x.dtype, go)) is not None:
         return z
     acc = acc_dtype(go.dtype)
-    g = _divide(go.cast(acc), div, 0)
-    win = transposed_taps(g, size, kernel, stride, padding, (1,) * d, 0).view
+    dilation = (1,) * d
+    taps = transposed_taps(go, size, kernel, stride, padding, dilation, 0)
+    if taps.kernel_index is None:  # a window view: dividing first fuses into it
+        win = transposed_taps(_divide(go.cast(acc), div, 0), size, kernel, stride, padding, dilation, 0).view
+    elif isinstance(div, int):
+        win = taps.view.cast(acc) / div
+    else:  # gathers read memory: divide each gathered value by its window's divisor, gathered alike
+        divs = transposed_taps(cached_const(div.astype(np.float64)), size, kernel, stride, padding, dilation, 1)
+        win = taps.view.cast(acc) / divs.view.cast(acc)
     return win.sum(tuple(range(win.ndim - d, win.ndim)), True, acc).cast(x.dtype).reshape(x.shape)
 
 
@@ -249,17 +257,7 @@ def _mask(masks: list[np.ndarray]) -> Tensor:
     full = np.ones((), bool)
     for i, m in enumerate(masks):
         full = full & m.reshape([m.shape[0] if j == i else m.shape[1] if j == d + i else 1 for j in range(2 * d)])
-    return _const_cached(full)
-
-
-_consts: dict[bytes, Tensor] = {}
-
-
-def _const_cached(a: np.ndarray) -> Tensor:
-    key = a.dtype.str.encode() + str(a.shape).encode() + a.tobytes()
-    if (t := _consts.get(key)) is None:
-        t = _consts[key] = const(a)
-    return t
+    return cached_const(full)
 
 
 def _adaptive_windows(x: Tensor, d: int, out: Ints, fill: float | int) -> tuple[Tensor, Tensor | None]:
@@ -288,7 +286,7 @@ def _divide_by_lengths(t: Tensor, lengths: list[np.ndarray | int], first_axis: i
             shape[first_axis + i] = n.shape[0]
             if n.ndim == 2:  # an (S, K) table: the K axis sits d axes further on
                 shape[first_axis + len(lengths) + i] = n.shape[1]
-            t = t / _const_cached(n.astype(np.float64)).reshape(shape).cast(t.dtype)
+            t = t / cached_const(n.astype(np.float64)).reshape(shape).cast(t.dtype)
     return t
 
 

@@ -147,6 +147,17 @@ def const(a: np.ndarray) -> Tensor:
     return Tensor(np.ascontiguousarray(a))
 
 
+_consts: dict[bytes, Tensor] = {}
+
+
+def cached_const(a: np.ndarray) -> Tensor:
+    """const(a), uploaded once per distinct value (the tables depend only on sizes, so there are few)."""
+    key = a.dtype.str.encode() + str(a.shape).encode() + a.tobytes()
+    if (t := _consts.get(key)) is None:
+        t = _consts[key] = const(a)
+    return t
+
+
 @dataclass(frozen=True)
 class Taps:
     """The transposed windows of an output: view[..., i, t] is the output element that tap t of position i reads
