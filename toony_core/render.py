@@ -91,7 +91,8 @@ def render_const(value: bool | int | float, dt: DType) -> str:
         if math.isnan(value):
             return "NAN" if suffix else "(double)NAN"
         if math.isinf(value):
-            return ("" if value > 0 else "-") + ("INFINITY" if suffix else "(double)INFINITY")
+            inf = "INFINITY" if suffix else "(double)INFINITY"
+            return inf if value > 0 else f"(-{inf})"
         text = repr(float(value)) if dt == dtypes.float64 else f"{value:.9g}"
         if "." not in text and "e" not in text:
             text += ".0"

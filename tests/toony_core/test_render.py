@@ -56,7 +56,7 @@ __kernel void E_6_4(__global float* data0, __global float* data1, __global float
   bool v9 = (v7&v8);
   int v10 = (v3*2);
   int v11 = (v10+v1);
-  int v12 = (v11+-1);
+  int v12 = (v11+(-1));
   int v13 = (v12%12);
   float v14 = (v9?data2[v13]:0.0f);
   float v15 = (v9?v14:0.0f);
@@ -95,7 +95,7 @@ __kernel void r_1024_r512(__global float* data0, __global float* data1, __global
 __kernel void r_64_l32_r32_r32(__global float* data0, __global float* data1) {
   int gidx = (int)get_global_id(0);
   int v1 = (gidx*32);
-  float acc2 = -INFINITY;
+  float acc2 = (-INFINITY);
   for (int r2 = 0; r2 < 32; r2++) {
     int v3 = (v1+r2);
     float v4 = data1[v3];
@@ -161,9 +161,9 @@ def test_render_const():
     assert render_const(1.0, f32) == "1.0f"
     assert np.float32(render_const(0.1, f32).rstrip("f")) == np.float32(0.1)
     assert float(render_const(0.1, f64)) == 0.1
-    assert render_const(-0.0, f32) == "-0.0f"
+    assert render_const(-0.0, f32) == "(-0.0f)"  # parenthesized: `x - (-0.0f)`, never `x--0.0f`
     assert render_const(math.inf, f32) == "INFINITY"
-    assert render_const(-math.inf, f32) == "-INFINITY"
+    assert render_const(-math.inf, f32) == "(-INFINITY)"
     assert render_const(math.nan, f32) == "NAN"
     assert "NAN" in render_const(math.nan, f64) and "double" in render_const(math.nan, f64)
     assert render_const(True, dtypes.bool) == "true"
