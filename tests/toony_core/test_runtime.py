@@ -88,21 +88,27 @@ def test_zero_size_buffer():
 
 # ---------------------------------------------------------------- memory accounting
 
-def test_memory_allocated_goes_down_after_del():
+@pytest.fixture
+def no_gc():
+    """Exact memory accounting: no collection of other tests' garbage in the middle of a measurement."""
     gc.collect()
+    gc.disable()
+    yield
+    gc.enable()
+
+
+def test_memory_allocated_goes_down_after_del(no_gc):
     before = memory_allocated()
     buf = Buffer(1 << 16)
     assert memory_allocated() == before  # allocated lazily, on first use
     buf.copyin(np.zeros(1 << 16, np.uint8))
     assert memory_allocated() == before + (1 << 16)
     assert max_memory_allocated() >= before + (1 << 16)
-    del buf
-    gc.collect()
+    del buf  # reference counting frees it: no collection needed
     assert memory_allocated() == before
 
 
-def test_tensor_memory_is_released():
-    gc.collect()
+def test_tensor_memory_is_released(no_gc):
     before = memory_allocated()
     t = Tensor(np.ones((256, 256), np.float32))
     u = (t * 2).realize()
