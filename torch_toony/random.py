@@ -150,6 +150,54 @@ def exponential(x: Tensor, lambd: float = 1.0, *, generator: torch.Generator | N
     return open_unit(w, _acc(x.dtype)).log() * (-1.0 / lambd)  # > 0: the unit is never 1
 
 
+def log_normal(x: Tensor, mean: float = 1.0, std: float = 2.0, *, generator: torch.Generator | None = None) \
+        -> Tensor:
+    _need_float(x, "log_normal_")
+    if std <= 0:
+        raise RuntimeError(f"log_normal_ expects std > 0.0, but found std={std}")
+    return (standard_normal(x.shape, x.dtype, generator) * std + mean).exp()
+
+
+def cauchy(x: Tensor, median: float = 0.0, sigma: float = 1.0, *, generator: torch.Generator | None = None) \
+        -> Tensor:
+    _need_float(x, "cauchy_")
+    if sigma <= 0:
+        raise RuntimeError(f"cauchy_ expects sigma > 0.0, but found sigma={sigma}")
+    (w,) = words(x.shape, generator)
+    return ((open_unit(w, _acc(x.dtype)) - 0.5) * math.pi).tan() * sigma + median
+
+
+def geometric(x: Tensor, p: float, *, generator: torch.Generator | None = None) -> Tensor:
+    """Trials up to the first success: ceil(log(u) / log(1 - p)), at least 1."""
+    if not 0 < p < 1:
+        raise RuntimeError(f"geometric_ expects p to be in (0, 1), but got p={p}")
+    (w,) = words(x.shape, generator)
+    return (open_unit(w, _acc(x.dtype)).log() * (1 / math.log1p(-p))).ceil().maximum(1)
+
+
+def multinomial(probs: Tensor, num_samples: int, replacement: bool = False, *,
+                generator: torch.Generator | None = None) -> Tensor:
+    """Gumbel-max: argmax(log p + Gumbel noise) draws a category with probability p / sum(p); the top
+    num_samples of one noisy row draw without replacement. Zero probabilities (log 0 = -inf) are never drawn.
+    The CPU's argument checks that need the values (negative, non-finite, all-zero rows, too few nonzero
+    categories) are not made here: they would need a device round trip."""
+    from .lowering_sort import sort_lazy
+    rows = probs.reshape(1, probs.shape[0]) if probs.ndim == 1 else probs
+    n, c = rows.shape
+    logp = rows.cast(_acc(probs.dtype)).log()
+    if replacement:
+        (w,) = words((n, num_samples, c), generator)
+        keys = logp.reshape(n, 1, c) - (-open_unit(w, logp.dtype).log()).log()
+        best = keys.max(2, keepdim=True)
+        pos = Tensor.arange(c).reshape(1, 1, c)
+        out = (keys == best).where(pos, c).min(2)
+    else:
+        (w,) = words((n, c), generator)
+        keys = logp - (-open_unit(w, logp.dtype).log()).log()
+        out = sort_lazy(keys, 1, True)[1].shrink(((0, n), (0, num_samples)))
+    return out.reshape(num_samples) if probs.ndim == 1 else out
+
+
 def bernoulli_p(x: Tensor, p: float = 0.5, *, generator: torch.Generator | None = None) -> Tensor:
     (w,) = words(x.shape, generator)
     return (unit(w, _acc(x.dtype)) < p).cast(x.dtype)
@@ -240,6 +288,8 @@ def _randperm_out(n: int, *, generator: torch.Generator | None = None, out: torc
 for _name, _fn in [("uniform.default", uniform), ("normal_functional.default", normal_functional),
                    ("normal.Tensor_float", normal_tensor_float), ("normal.float_Tensor", normal_float_tensor),
                    ("normal.Tensor_Tensor", normal_tensor_tensor), ("exponential.default", exponential),
+                   ("log_normal.default", log_normal), ("cauchy.default", cauchy),
+                   ("geometric.default", geometric), ("multinomial.default", multinomial),
                    ("bernoulli.p", bernoulli_p), ("bernoulli.default", bernoulli),
                    ("bernoulli.Tensor", bernoulli_tensor), ("random.from", random_from),
                    ("random.to", random_to), ("random.default", random_default),
@@ -249,6 +299,9 @@ extra_kernels.functional("native_dropout_backward.default", native_dropout_backw
 for _name, _functional, _fn in [("uniform_.default", "uniform.default", uniform),
                                 ("normal_.default", "normal_functional.default", normal_functional),
                                 ("exponential_.default", "exponential.default", exponential),
+                                ("log_normal_.default", "log_normal.default", log_normal),
+                                ("cauchy_.default", "cauchy.default", cauchy),
+                                ("geometric_.default", "geometric.default", geometric),
                                 ("bernoulli_.float", "bernoulli.p", bernoulli_p),
                                 ("bernoulli_.Tensor", "bernoulli.Tensor", bernoulli_tensor),
                                 ("random_.from", "random.from", random_from),
@@ -259,6 +312,7 @@ for _name, _functional, _fn in [("normal.Tensor_float_out", "normal.Tensor_float
                                 ("normal.float_Tensor_out", "normal.float_Tensor", normal_float_tensor),
                                 ("normal.Tensor_Tensor_out", "normal.Tensor_Tensor", normal_tensor_tensor),
                                 ("bernoulli.out", "bernoulli.default", bernoulli),
+                                ("multinomial.out", "multinomial.default", multinomial),
                                 ("native_dropout_backward.out", "native_dropout_backward.default",
                                  native_dropout_backward)]:
     extra_kernels.out(_name, _functional, _fn)

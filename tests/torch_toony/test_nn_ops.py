@@ -406,3 +406,20 @@ def test_batchnorm_mlp_trains_like_cpu(monkeypatch: pytest.MonkeyPatch):
     cpu_model.eval()
     close(dev_model(dev(x)).detach(), cpu_model(x).detach())
     assert not _my_fallbacks(), torch_toony.metrics()["fallbacks"]
+
+
+def test_extra_kernels_never_shadow_table_kernels():
+    """Kernels registered outside the table (mutating, eager-only, odd out= names) must not share an overload
+    with the table's automatic kernels: torch.library would silently let the later registration win."""
+    from torch_toony import eager, extra_kernels
+    from torch_toony.lowering import LOWERINGS
+
+    table = set()
+    for name in LOWERINGS:
+        try:
+            eager._overload(name)
+        except AttributeError:
+            continue
+        table |= {variant for variant, _ in eager._variants(name)}
+    assert not table & extra_kernels.REGISTERED
+    assert {"native_batch_norm.default", "uniform_.default", "sort.values_stable"} <= extra_kernels.REGISTERED

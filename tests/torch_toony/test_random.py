@@ -219,6 +219,36 @@ def test_exponential():
     ks_ok(x, lambda s: 1 - torch.exp(-2 * s))
 
 
+def test_log_normal_cauchy_geometric():
+    x = torch.empty(N, device=DEV).log_normal_(0.5, 0.3).cpu()
+    assert x.min() > 0
+    moments_ok(x.double().log(), 0.5, 0.09)
+    c = torch.empty(N, device=DEV).cauchy_(1.0, 2.0).cpu().double()
+    ks_ok(c, lambda s: 0.5 + torch.atan((s - 1.0) / 2.0) / math.pi)
+    g = torch.empty(N, device=DEV).geometric_(0.25).cpu().double()
+    assert g.min() >= 1 and torch.equal(g, g.round())
+    moments_ok(g, 4.0, 0.75 / 0.0625, fourth=(1 - 0.25) * (0.25 ** 2 - 9 * 0.25 + 9) / 0.25 ** 4)
+
+
+def test_multinomial():
+    p = torch.tensor([0.1, 0.0, 0.6, 0.3])
+    s = torch.multinomial(p.to(DEV), N, replacement=True).cpu()
+    assert s.dtype == torch.int64 and s.shape == (N,)
+    counts = torch.bincount(s, minlength=4).double()
+    assert counts[1] == 0  # a zero probability is never drawn
+    keep = p > 0
+    expected = p[keep].double() * N
+    assert (((counts[keep] - expected) ** 2) / expected).sum().item() < 25  # 2 dof: P ~ 4e-6
+    rows = torch.rand(5, 12) + 0.01
+    w = torch.multinomial(rows.to(DEV), 12).cpu()  # without replacement: each row a permutation
+    assert torch.equal(w.sort(1).values, torch.arange(12).expand(5, 12))
+    two = torch.stack([torch.multinomial(p.to(DEV), 2) for _ in range(50)]).cpu()
+    assert (two[:, 0] != two[:, 1]).all() and (two != 1).all()
+    out = torch.empty(0, dtype=torch.long, device=DEV)
+    torch.multinomial(rows.to(DEV), 3, replacement=True, out=out)
+    assert out.shape == (5, 3) and out.cpu().max() < 12
+
+
 # ---------------------------------------------------------------- dropout and randperm
 
 
@@ -286,6 +316,10 @@ def test_random_ops_do_not_fall_back():
     torch.randperm(10, device=DEV)
     torch.empty(10, device=DEV).bernoulli_(0.5)
     torch.empty(10, device=DEV).exponential_()
+    torch.empty(10, device=DEV).log_normal_()
+    torch.empty(10, device=DEV).cauchy_()
+    torch.empty(10, device=DEV).geometric_(0.5)
+    torch.multinomial(torch.ones(10, device=DEV), 3)
     F.dropout(torch.ones(10, device=DEV), 0.5, True)
     torch.toony.synchronize()
     assert torch_toony.metrics()["fallbacks"] == {}
