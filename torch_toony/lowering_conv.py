@@ -10,6 +10,9 @@ output gradient.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
+
+import torch
 
 from toony_core import Tensor
 
@@ -75,7 +78,7 @@ def _conv_transposed(x: Tensor, weight: Tensor, stride: Ints, padding: Ints, dil
     return _contract(taps.view, w, groups, d)
 
 
-@lowers("convolution.default")
+@lowers("convolution.default", "convolution_overrideable.default")
 def convolution(x: Tensor, weight: Tensor, bias: Tensor | None, stride: Ints, padding: Ints, dilation: Ints,
                 transposed: bool, output_padding: Ints, groups: int) -> Tensor:
     d = x.ndim - 2
@@ -115,6 +118,37 @@ def convolution_backward(grad_output: Tensor, x: Tensor, weight: Tensor, bias_si
         acc = acc_dtype(go.dtype)
         grad_bias = go.cast(acc).sum((0, *range(2, go.ndim)), True, acc).cast(go.dtype).reshape(go.shape[1])
     return grad_input, grad_weight, grad_bias
+
+
+Grads = tuple[Tensor | None, Tensor | None, Tensor | None]
+
+
+@lowers("convolution_backward_overrideable.default")
+def convolution_backward_overrideable(grad_output: Tensor, x: Tensor, weight: Tensor, stride: Ints, padding: Ints,
+                                      dilation: Ints, transposed: bool, output_padding: Ints, groups: int,
+                                      output_mask: Sequence[bool]) -> Grads:
+    """The backend hook torch._convolution (and its autograd formula) calls on devices it does not know."""
+    return convolution_backward(grad_output, x, weight, None, stride, padding, dilation, transposed, output_padding,
+                                groups, output_mask)
+
+
+def _register_overrideable_meta() -> None:
+    """torch has no meta kernels for the *_overrideable hooks (their default raises); the eager layer takes
+    output shapes from meta kernels, so they get the ones of the ops they stand for."""
+    aten = torch.ops.aten
+
+    def conv_meta(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, *args: Any) -> torch.Tensor:
+        return aten.convolution(x, w, b, *args)
+
+    def conv_backward_meta(go: torch.Tensor, x: torch.Tensor, w: torch.Tensor, *args: Any) -> Any:
+        return aten.convolution_backward(go, x, w, None, *args)
+
+    _meta_lib.impl("convolution_overrideable", conv_meta, "Meta")
+    _meta_lib.impl("convolution_backward_overrideable", conv_backward_meta, "Meta")
+
+
+_meta_lib = torch.library.Library("aten", "IMPL")  # noqa: TOR901 - meta kernels for existing aten hooks
+_register_overrideable_meta()
 
 
 def _conv_weight_grad(go: Tensor, x: Tensor, weight: Tensor, stride: Ints, padding: Ints, dilation: Ints,

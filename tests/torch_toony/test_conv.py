@@ -153,6 +153,30 @@ def test_conv_noncontiguous() -> None:
     with_grads(lambda x, w: F.conv2d(x.expand(3, 4, 9, 8), w), x[:1], w)
 
 
+def test_conv_double_backward() -> None:
+    """Gradients of gradients (torch's _convolution_double_backward composes convolutions)."""
+    def run(device: str, dtype: torch.dtype = torch.float32) -> list[torch.Tensor]:
+        x = rand(2, 4, 7, 6, dtype=dtype).to(device).requires_grad_()
+        w = rand(6, 2, 3, 3, dtype=dtype, seed=1).to(device).requires_grad_()
+        y = F.conv2d(x, w, stride=2, padding=1, groups=2)
+        gx, gw = torch.autograd.grad((y * y).sum(), (x, w), create_graph=True)
+        (gx.pow(2).sum() + gw.sum()).backward()
+        return [t.detach().cpu().double() for t in (gx, gw, x.grad, w.grad)]
+
+    # second-order terms cancel (values ~1e2 from much larger partial sums), so the fair bar is the CPU's own
+    # float32 error against a float64 reference: toony may be off by a few times that, not more
+    exact = run("cpu", torch.float64)
+    for got, cpu, ref in zip(run(DEV), run("cpu"), exact):
+        assert (got - ref).abs().max() <= 4 * (cpu - ref).abs().max() + 1e-5 * ref.abs().max()
+
+
+def test_private_convolution_hook() -> None:
+    """torch._convolution reaches a backend through convolution_overrideable and its backward hook."""
+    with_grads(lambda x, w, b: torch._convolution(x, w, b, [2, 1], [1, 1], [1, 1], False, [0, 0], 1, False, False,
+                                                  True, True), rand(1, 2, 5, 5), rand(3, 2, 3, 3, seed=1),
+               rand(3, seed=2))
+
+
 def test_conv_empty_batch() -> None:
     x, w = rand(0, 3, 6, 5), rand(4, 3, 3, 3)
     with_grads(lambda x, w: F.conv2d(x, w, padding=1), x, w)
