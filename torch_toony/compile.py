@@ -77,6 +77,9 @@ def _strict(options: dict | None) -> bool:
 
 _warned: set[str] = set()
 
+# input layouts (sizes of dynamic shapes, strides, offsets, devices) kept captured per graph, oldest dropped first
+MAX_CAPTURES = 8
+
 
 class CompiledGraph:
     """A compiled ATen graph. Lowers and captures on the first call with each input layout, then replays."""
@@ -95,8 +98,11 @@ class CompiledGraph:
         cap = self.captures.get(key)
         if cap is None:
             start = time.perf_counter()
-            cap = self.captures[key] = Capture(self.gm, args, self.strict)
+            cap = Capture(self.gm, args, self.strict)
             self.capture_seconds += time.perf_counter() - start
+            if len(self.captures) >= MAX_CAPTURES:  # each capture holds its intermediates' device memory
+                del self.captures[next(iter(self.captures))]
+            self.captures[key] = cap
         call_args = list(args)
         args.clear()
         return cap.run(call_args)

@@ -148,16 +148,17 @@ class _Input:
 class _Group:
     """One storage several outputs are views of: each call allocates it and returns views into it."""
 
-    buffer: Buffer
+    buffer: Buffer | None
     extent: int  # elements
     dtype: torch.dtype
     device: str
+    root: int | None = None  # the root computing the whole storage, if one does (else views are assigned)
 
 
 @dataclass
 class _Output:
-    kind: str  # "tensor" (computed into a slot), "view" (of a group), "alias", "dup", "empty", "value", "none"
-    value: Any = None  # "value": the Python value; "alias"/"dup": the input/output index
+    kind: str  # "tensor" (computed into a slot), "view" (of a group), "alias", "empty", "value", "none"
+    value: Any = None  # "value": the Python value; "alias": the input index; "view": the group index
     meta: Meta | None = None
     buffer: Buffer | None = None
     offset_delta: int = 0  # "alias": the view's offset relative to the input's own offset
@@ -368,9 +369,34 @@ class Capture:
         return t.contiguous() if bb is not None and self.builder.is_slot(bb[0]) else t
 
     # ---- outputs and the final schedule
-    def _new_group(self, metas: list[Meta]) -> int:
-        extent = max(m.offset + 1 + sum((n - 1) * st for n, st in zip(m.shape, m.stride)) for m in metas if m.numel)
+    @staticmethod
+    def _own_root(flat: Lazy, used: set[Any]) -> Lazy:
+        """A root whose buffer is this output's alone: output storages are fresh every call, so a value that is
+        already a buffer, or that another output computes too, is copied."""
+        while base_buffer(flat) is not None or flat.uop in used:
+            flat = flat.contiguous()
+        used.add(flat.uop)
+        return flat
+
+    def _new_group(self, key: Any, metas: list[Meta], roots: list[Lazy], used: set[Any]) -> int:
+        """A storage shared by several outputs. When a node of the graph holds the whole storage densely (the
+        intermediate the outputs are views of), it is computed once as the storage; otherwise each output is
+        written into the storage at its own view."""
         m = metas[0]
+        extent = max(v.offset + 1 + sum((n - 1) * st for n, st in zip(v.shape, v.stride)) for v in metas if v.numel)
+        for node, value in self.env.items():
+            val = node.meta.get("val") if isinstance(node, torch.fx.Node) else None
+            if not isinstance(val, torch.Tensor) or not isinstance(value, Lazy) or \
+                    StorageWeakRef(val.untyped_storage()) != key:
+                continue
+            bm = self.sizes.meta(val)
+            order = _dense_order(bm)
+            if order is None or bm.offset != 0 or bm.numel < extent or bm.dtype != m.dtype:
+                continue
+            flat = value.permute(order).reshape(bm.numel) if len(bm.shape) else value.reshape(1)
+            roots.append(self._own_root(flat, used))
+            self.groups.append(_Group(None, bm.numel, m.dtype, m.device, len(roots) - 1))
+            return len(self.groups) - 1
         buf = self.builder.slot(extent * torch.empty((), dtype=m.dtype).element_size())
         self.groups.append(_Group(buf, extent, m.dtype, m.device))
         return len(self.groups) - 1
@@ -391,7 +417,7 @@ class Capture:
         plans: list[_Output] = []
         roots: list[Lazy] = []
         root_of: list[tuple[int, int]] = []  # (root index, plan index) of each output computed on its own
-        seen: dict[Any, int] = {}  # root uop -> plan index of the first output computing it
+        used: set[Any] = set()  # uops of roots that become output storages
         group_of: dict[Any, int] = {}
         for node in outs:
             if not isinstance(node, torch.fx.Node):
@@ -415,11 +441,12 @@ class Capture:
             group = sharing[key]
             if len(group) > 1 and len({g.meta["val"].dtype for g in group}) == 1:
                 if key not in group_of:
-                    group_of[key] = self._new_group([self.sizes.meta(g.meta["val"]) for g in group])
+                    metas = [self.sizes.meta(g.meta["val"]) for g in group]
+                    group_of[key] = self._new_group(key, metas, roots, used)
                 g = self.groups[group_of[key]]
-                view = (m.shape, m.stride, m.offset)
-                target = Lazy.from_buffer(g.buffer, to_toony(m.dtype), g.extent)
-                roots.append(target.assign_strided(*view, value))
+                if g.root is None:
+                    target = Lazy.from_buffer(g.buffer, to_toony(m.dtype), g.extent)
+                    roots.append(target.assign_strided(m.shape, m.stride, m.offset, value))
                 plans.append(_Output("view", group_of[key], m))
                 continue
             order = _dense_order(m)
@@ -427,14 +454,8 @@ class Capture:
                 m = Meta(m.dtype, m.shape, _contiguous_strides(m.shape), 0, m.device)
                 order = list(range(len(m.shape)))
             flat = value.permute(order).reshape(m.numel) if len(m.shape) else value.reshape(1)
-            if base_buffer(flat) is not None:
-                flat = flat.contiguous()  # output memory is the caller's, fresh each call: copy into it
-            if flat.uop in seen:
-                plans.append(_Output("dup", seen[flat.uop], m))
-                continue
-            seen[flat.uop] = len(plans)
             plans.append(_Output("tensor", None, m))
-            roots.append(flat)
+            roots.append(self._own_root(flat, used))
             root_of.append((len(roots) - 1, len(plans) - 1))
         n_outputs = len(roots)
         mutation_items = sorted(self.mutations.items())
@@ -446,6 +467,12 @@ class Capture:
             assert bb is not None
             plans[plan_i].buffer = bb[0]
             self.builder.make_slot(bb[0])
+        for g in self.groups:
+            if g.root is not None:
+                bb = base_buffer(done[g.root])
+                assert bb is not None
+                g.buffer = bb[0]
+                self.builder.make_slot(bb[0])
         assigns = []
         for (i, _), r in zip(mutation_items, done[n_outputs:]):
             a, slot = args[i], self.inputs[i].buffer
@@ -515,9 +542,6 @@ class Capture:
                                                    device="toony" if m.device == "toony" else "cpu"))
             else:
                 results.append(plan.value)
-        for i, plan in enumerate(self.outputs):
-            if plan.kind == "dup":
-                results[i] = results[plan.value].clone()
         return results
 
     def _new_output(self, shape: tuple[int, ...], stride: tuple[int, ...], dtype: torch.dtype, device: str,

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 import torch_toony
 import torch_toony.compile as toony_compile
+import torch_toony.compile_capture as capture_mod
 
 DEV = "toony"
 
@@ -354,6 +355,31 @@ def test_dtypes(dtype: torch.dtype) -> None:
     close(got, want, atol=tol, rtol=tol)
 
 
+@pytest.mark.parametrize("in_place", [True, False])
+def test_cpu_memory_staged_or_used_in_place(in_place: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """CPU tensors are bound in place where the OpenCL device works in host memory (and their storage is
+    aligned), else staged through device buffers; both give the same results, mutations included."""
+    if not in_place:
+        monkeypatch.setattr(capture_mod, "can_use_host_memory", lambda: False)
+
+    def f(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        y.mul_(2)
+        return (x.t() @ y).relu(), x[1:].exp()
+
+    cf = tc(f)
+    raw = bytearray(4 * 65)
+    x = torch.frombuffer(raw, dtype=torch.float32, offset=4, count=64).view(8, 8)  # storage 4 bytes off alignment
+    x.copy_(torch.randn(8, 8))
+    for _ in range(2):
+        y = torch.randn(8, 3)
+        y2 = y.clone()
+        got = cf(x, y)
+        want = f(x, y2)
+        for a, b in zip(got, want):
+            close(a, b)
+        close(y, y2)
+
+
 def test_zero_dim_and_empty() -> None:
     f = tc(lambda s, e, x: (s * 2 + x.sum(), e * 3, e.sum()))
     s, e, x = torch.tensor(1.5), torch.empty(0, 4), torch.randn(3, 2)
@@ -517,6 +543,9 @@ def test_entry_point_and_disk_cache(tmp_path: Any) -> None:
         from toony_core.runtime import CompileStats
         print("built", CompileStats.built)
     """
+    from torch_toony._build import cache_root
+
+    (tmp_path / "ext").symlink_to(cache_root() / "ext")  # a fresh kernel cache, the same built C++ extension
     env = {"TOONY_CACHE_DIR": str(tmp_path), "TORCH_DEVICE_BACKEND_AUTOLOAD": "0"}
     first = _python(code, env)
     second = _python(code, env)
