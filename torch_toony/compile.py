@@ -21,8 +21,11 @@ from typing import Any
 
 import torch
 
-from .compile_capture import Capture, is_supported, op_name
+from toony_core.helpers import debug_level
+
+from .compile_capture import Capture, is_supported, op_name, warn_fallback
 from .compile_ops import COMPILE_LOWERINGS, NOOPS, compile_lowering
+from .dtypes import UnsupportedDtype
 from .lowering import LOWERINGS
 
 aten = torch.ops.aten
@@ -75,8 +78,6 @@ def _strict(options: dict | None) -> bool:
     return os.environ.get("TOONY_FALLBACK", "1") == "0"
 
 
-_warned: set[str] = set()
-
 # input layouts (sizes of dynamic shapes, strides, offsets, devices) kept captured per graph, oldest dropped first
 MAX_CAPTURES = 8
 
@@ -98,14 +99,34 @@ class CompiledGraph:
         cap = self.captures.get(key)
         if cap is None:
             start = time.perf_counter()
-            cap = Capture(self.gm, args, self.strict)
+            try:
+                cap = Capture(self.gm, args, self.strict)
+            except UnsupportedDtype as e:  # an input toony has no kernels for (complex, ...): run the graph eagerly
+                if self.strict:
+                    raise
+                warnings.warn(f"toony: this compiled graph runs eagerly ({e})", stacklevel=2)
+                cap = _Eager(self.gm)
             self.capture_seconds += time.perf_counter() - start
+            if debug_level() >= 1 and isinstance(cap, Capture):
+                print(f"toony compile: {len(self.gm.graph.nodes)} graph nodes -> {cap.kernels} kernels, "
+                      f"{len(cap.fallback_ops)} CPU fallbacks {cap.fallback_ops or ''}, captured in "
+                      f"{(time.perf_counter() - start) * 1e3:.1f} ms")
             if len(self.captures) >= MAX_CAPTURES:  # each capture holds its intermediates' device memory
                 del self.captures[next(iter(self.captures))]
             self.captures[key] = cap
         call_args = list(args)
         args.clear()
         return cap.run(call_args)
+
+
+class _Eager:
+    """A graph whose inputs toony cannot hold, run op by op by PyTorch (each op where its inputs live)."""
+
+    def __init__(self, gm: torch.fx.GraphModule):
+        self.gm = gm
+
+    def run(self, args: list[Any]) -> list[Any]:
+        return list(self.gm(*args))
 
 
 def _key(a: Any) -> Any:
@@ -122,10 +143,7 @@ def compile_graph(gm: torch.fx.GraphModule, example_inputs: Sequence[Any], stric
         raise NotImplementedError(f"toony: no toony lowering for {', '.join(missing)} in a compiled graph "
                                   "and the CPU fallback is off (strict mode / TOONY_FALLBACK=0)")
     for name in missing:
-        if name not in _warned:
-            _warned.add(name)
-            warnings.warn(f"toony: {name} has no toony lowering; the compiled graph runs it on the CPU "
-                          "(copy out, run, copy in). Set TOONY_FALLBACK=0 to make this an error.", stacklevel=2)
+        warn_fallback(name)
     return CompiledGraph(gm, strict)
 
 

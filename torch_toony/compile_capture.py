@@ -17,6 +17,7 @@ from __future__ import annotations
 import ctypes
 import math
 import operator
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -34,11 +35,23 @@ from toony_core.runtime import Buffer
 
 from . import lazy, storage
 from .compile_ops import NOOPS, RANDOM_OPS, Meta, NodeContext, compile_lowering
-from .dtypes import to_toony
+from .dtypes import UnsupportedDtype, to_toony
 from .lowering import LOWERINGS
 from .metrics import count_fallback, count_kernels
 
 aten = torch.ops.aten
+_NO_LOWERING = object()
+_warned: set[str] = set()
+
+
+def warn_fallback(name: str, why: str = "it has no toony lowering") -> None:
+    """Once per op: the compiled graph runs this op on the CPU."""
+    if name not in _warned:
+        _warned.add(name)
+        warnings.warn(f"toony: {name} runs on the CPU inside the compiled graph ({why}; copy out, run, copy in). "
+                      "Set TOONY_FALLBACK=0 to make this an error.", stacklevel=3)
+
+
 _SYM_OPS = {aten.sym_size.int, aten.sym_stride.int, aten.sym_numel.default, aten.sym_storage_offset.default}
 
 
@@ -259,6 +272,18 @@ class Capture:
         if val is None:
             raise NotImplementedError(f"toony: the graph node {node.name} ({target}) has no metadata to lower with")
         meta = self.sizes.meta(val)
+        try:
+            res = self._lower(node, target, args, kwargs, meta)
+        except (NotImplementedError, UnsupportedDtype) as e:
+            # a lowering that exists but cannot take these arguments: the op runs on the CPU like one without
+            if self.strict:
+                raise NotImplementedError(f"toony: {target} cannot be lowered here ({e}) and the CPU fallback is "
+                                          "off (strict mode / TOONY_FALLBACK=0)") from e
+            warn_fallback(str(target), str(e))
+            return self._fallback(node, target, args, kwargs, meta)
+        return self._fallback(node, target, args, kwargs, meta) if res is _NO_LOWERING else res
+
+    def _lower(self, node: torch.fx.Node, target: Any, args: Any, kwargs: Any, meta: Any) -> Any:
         special = compile_lowering(target)
         if special is not None:
             arg_metas = [self._meta_of(a) for a in node.args]
@@ -268,7 +293,7 @@ class Capture:
             return self._shape_all(special(ctx, *args, **kwargs), meta)
         low = LOWERINGS.get(op_name(target))
         if low is None:
-            return self._fallback(node, target, args, kwargs, meta)
+            return _NO_LOWERING
         if low.pointwise:
             margs, mkwargs = torch.fx.node.map_arg((node.args, node.kwargs), lambda n: _meta_tensor(self._meta_of(n)))
             dt = to_toony(low.compute_dtype(margs, mkwargs, _meta_tensor(meta)))

@@ -19,7 +19,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import torch_toony
-import torch_toony.compile as toony_compile
 import torch_toony.compile_capture as capture_mod
 
 DEV = "toony"
@@ -497,7 +496,7 @@ def _(x: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("device", ["cpu", DEV])
 def test_unlowerable_op_falls_back_with_a_warning(device: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TOONY_FALLBACK", "1")
-    monkeypatch.setattr(toony_compile, "_warned", set())
+    monkeypatch.setattr(capture_mod, "_warned", set())
     f = tc(lambda x: torch.ops.toony_test.twice(x.exp() + 1).sum(0) * 3)
     x = torch.randn(4, 3)
     if device == DEV:
@@ -519,6 +518,14 @@ def test_strict_mode_raises_naming_the_op(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("TOONY_FALLBACK", "0")
     with pytest.raises(Exception, match="toony_test.twice"):
         tc(lambda x: torch.ops.toony_test.twice(x) - 1)(torch.randn(3))
+
+
+def test_complex_inputs_run_eagerly_with_a_warning() -> None:
+    f = tc(lambda z: (z * z.conj()).real + 1)
+    z = torch.randn(4, dtype=torch.complex64)
+    with pytest.warns(UserWarning, match="complex"):
+        got = f(z)
+    close(got, (z * z.conj()).real + 1)
 
 
 # ---------------------------------------------------------------- install-level behaviour
