@@ -7,7 +7,7 @@ that cannot matter, and keep sums in a flat canonical form so that `(i//4)*4 + i
 
 from __future__ import annotations
 
-from .dtype import DType, dtypes
+from .dtype import DType, dtypes, min_max
 from .uop import BINARY, COMMUTATIVE, COMPARE, Ops, PatternMatcher, UOp, UPat, normalize_const
 
 INT_LIKE = {d for d in dtypes.ALL if d.is_int} | {dtypes.bool}
@@ -139,6 +139,10 @@ def _div_mod(x: UOp, c: UOp) -> tuple[dict[UOp, int], UOp, int] | None:
         return None  # handled by the nested-division rule
     terms, const = _terms(x)
     if any(c < 0 for _, c in terms) or const < 0:
+        return None
+    # the identities hold for true sums only: a sum that can wrap around its C type (small ints) is left alone
+    lo, hi = min_max(x.dtype)
+    if sum(c * t.vmin for t, c in terms) + const < lo or sum(c * t.vmax for t, c in terms) + const > hi:
         return None
     combined = _combine(terms)
     pulled = {t: k // d for t, k in combined.items() if k % d == 0}

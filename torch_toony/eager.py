@@ -155,7 +155,9 @@ def _functional_kernel(op: torch._ops.OpOverload, low: Lowering) -> Callable:
         if isinstance(meta, torch.Tensor):
             return new_output(meta, res, ins)
         # masked outputs of multi-output ops (convolution_backward's output_mask) are None on meta too
-        return type(meta)(new_output(m, r, ins) if m is not None else None for m, r in zip(meta, res))
+        outs = type(meta)(new_output(m, r, ins) if m is not None else None for m, r in zip(meta, res))
+        lazy.set_siblings(list(outs))
+        return outs
 
     return kernel
 

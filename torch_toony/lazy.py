@@ -29,6 +29,7 @@ _reads: dict[int, set[int]] = {}  # pending storage -> the storages its value re
 _readers: dict[int, set[int]] = {}  # storage -> pending storages whose values read it
 _size: dict[int, int] = {}  # pending storage -> ops in its graph (an estimate)
 _owner: weakref.WeakKeyDictionary[Buffer, int] = weakref.WeakKeyDictionary()  # buffer -> the storage it backs
+_siblings: dict[int, tuple[int, ...]] = {}  # pending storage -> all outputs of the op call that made it
 
 
 def addr_of(t: torch.Tensor) -> int:
@@ -81,8 +82,18 @@ def set_pending(out: torch.Tensor, value: Lazy, inputs: list[torch.Tensor]) -> N
         realize_storages([addr])
 
 
+def set_siblings(outputs: list[torch.Tensor]) -> None:
+    """Outputs of one op call share work (sort's values and indices share the whole network): when one is
+    realized, the pending others are realized in the same schedule."""
+    addrs = tuple(addr_of(t) for t in outputs if t is not None and t.numel())
+    for a in addrs:
+        if a in _reads:
+            _siblings[a] = addrs
+
+
 def realize_storages(addrs: list[int]) -> None:
     """Run the pending values of these storages together (one schedule: shared work fuses)."""
+    addrs = list(dict.fromkeys(s for a in addrs for s in _siblings.get(a, (a,))))
     entries = [storage.entry(a) for a in addrs if storage.entry(a).pending is not None]
     if not entries:
         return
@@ -111,6 +122,7 @@ def _finish(e: storage.StorageEntry, value: Lazy) -> None:
 
 
 def _forget(addr: int) -> None:
+    _siblings.pop(addr, None)
     for a in _reads.pop(addr, ()):
         if a in _readers:
             _readers[a].discard(addr)
