@@ -3,13 +3,13 @@
 The graph is walked once with lazy toony_core Tensors: placeholders are lazy views of input buffers, each
 node runs its lowering (the eager table, or compile_ops for views, factories and random numbers), and
 nothing runs. Then every output and every input mutation is scheduled together (fusion across the whole
-graph) and captured (toony_core.jit). An op with no lowering splits the capture: what it reads is
-scheduled, a host step runs the op on the CPU, and its results are buffers the rest of the graph reads.
+graph) and captured (toony_core.jit). An op with no lowering splits the capture (compile_fallback).
 
-A call binds buffers and launches: CPU inputs are copied into buffers the capture owns; toony inputs are
-used in place (their storages' buffers are bound to the kernels); toony outputs get fresh storages whose
-buffers are bound as the kernels' outputs; CPU outputs are copied out. Outputs that alias an input (a view)
-are returned as that view of the real input, as eager would.
+A call binds buffers and launches. Inputs and outputs are slots of the program: a toony tensor's storage
+buffer is bound in place; a CPU tensor's memory is bound in place too where the OpenCL device works in host
+memory (PoCL), else staged through a device buffer. Input mutations are in-place writes into the input's
+slot after everything else. Outputs that alias an input are returned as that view of the real input, and
+outputs that are views of one intermediate as views of one fresh storage, as eager would.
 """
 
 from __future__ import annotations
@@ -18,14 +18,13 @@ import ctypes
 import math
 import operator
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch.multiprocessing.reductions import StorageWeakRef
-from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
+from torch.utils._pytree import tree_flatten, tree_map
 
 from toony_core import Tensor as Lazy
 from toony_core import device as cl_device
@@ -34,10 +33,12 @@ from toony_core.jit import HostMemory, JitBuilder, JitProgram, base_buffer, can_
 from toony_core.runtime import Buffer
 
 from . import lazy, storage
-from .compile_ops import NOOPS, RANDOM_OPS, Meta, NodeContext, compile_lowering
+from .compile_fallback import add_cpu_step, host_bytes
+from .compile_meta import Meta, Sizes, contiguous_strides, dense_order, meta_tensor
+from .compile_ops import NOOPS, RANDOM_OPS, NodeContext, compile_lowering
 from .dtypes import UnsupportedDtype, to_toony
 from .lowering import LOWERINGS
-from .metrics import count_fallback, count_kernels
+from .metrics import count_kernels
 
 aten = torch.ops.aten
 _NO_LOWERING = object()
@@ -69,58 +70,6 @@ def is_supported(target: Any) -> bool:
         target is aten.copy_.default or op_name(target) in LOWERINGS
 
 
-# ---------------------------------------------------------------- concrete metadata
-
-class _Sizes:
-    """Turns symbolic sizes (dynamic shapes) into this call's integers."""
-
-    def __init__(self) -> None:
-        self.subs: dict[Any, int] = {}
-
-    def learn(self, sym: Any, value: int) -> None:
-        if isinstance(sym, torch.SymInt):
-            expr = sym.node.expr
-            if getattr(expr, "is_Symbol", False):
-                self.subs[expr] = int(value)
-
-    def int(self, v: Any) -> Any:
-        if isinstance(v, torch.SymInt):
-            expr = v.node.expr
-            return int(expr) if expr.is_number else int(expr.xreplace(self.subs))
-        if isinstance(v, (torch.SymFloat, torch.SymBool)):
-            expr = v.node.expr
-            value = expr if expr.is_number else expr.xreplace(self.subs)
-            return float(value) if isinstance(v, torch.SymFloat) else bool(value)
-        return v
-
-    def meta(self, val: Any) -> Any:
-        if isinstance(val, torch.Tensor):
-            return Meta(val.dtype, tuple(self.int(s) for s in val.shape), tuple(self.int(s) for s in val.stride()),
-                        self.int(val.storage_offset()), val.device.type)
-        if isinstance(val, (list, tuple)):
-            return [self.meta(v) for v in val]
-        return self.int(val)
-
-
-def _dense_order(m: Meta) -> list[int] | None:
-    """The dim order (outermost first) in which a dense, non-overlapping layout stores m; None otherwise."""
-    order = sorted(range(len(m.shape)), key=lambda d: (-m.stride[d], d))
-    expected = 1
-    for d in reversed(order):
-        if m.shape[d] != 1 and m.stride[d] != expected:
-            return None
-        expected *= m.shape[d]
-    return order
-
-
-def _contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
-    out, acc = [], 1
-    for n in reversed(shape):
-        out.append(acc)
-        acc *= max(n, 1)
-    return tuple(reversed(out))
-
-
 def _shape_to(value: Lazy, m: Meta) -> Lazy:
     """A lowering's result cast and shaped like torch's metadata says the op returns (as eager.new_output)."""
     if m.numel == 0:  # (eval-mode batch norm's saved statistics are empty, whatever the lowering returns)
@@ -129,17 +78,6 @@ def _shape_to(value: Lazy, m: Meta) -> Lazy:
     if tuple(value.shape) != m.shape:
         value = value.reshape(m.shape) if value.numel() == m.numel else value.expand(m.shape)
     return value
-
-
-def _meta_tensor(m: Any) -> Any:
-    if isinstance(m, Meta):
-        return torch.empty_strided(m.shape, m.stride, dtype=m.dtype, device="meta")
-    return m
-
-
-def _host_bytes(t: torch.Tensor) -> np.ndarray:
-    """A uint8 numpy view of a contiguous CPU tensor's bytes."""
-    return t.reshape(-1).view(torch.uint8).numpy()
 
 
 def _splitmix(x: Lazy) -> Lazy:
@@ -183,7 +121,7 @@ class Capture:
     def __init__(self, gm: torch.fx.GraphModule, args: list[Any], strict: bool):
         self.gm = gm
         self.strict = strict
-        self.sizes = _Sizes()
+        self.sizes = Sizes()
         self.builder = JitBuilder()
         self.env: dict[torch.fx.Node, Any] = {}
         self.inputs: list[_Input] = []
@@ -192,7 +130,6 @@ class Capture:
         self.seed: Buffer | None = None
         self.rng_device = "cpu"
         self._fallbacks: list[str] = []
-        self._constants: list[Lazy] = []
         placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
         self.placeholder_index = {n: i for i, n in enumerate(placeholders)}
         for n, a in zip(placeholders, args):
@@ -250,9 +187,7 @@ class Capture:
         if not isinstance(t, torch.Tensor):
             return t
         c = t.detach().to("cpu").contiguous()
-        value = Lazy(c.numpy() if c.dtype != torch.bfloat16 else c.float().numpy(), to_toony(c.dtype))
-        self._constants.append(value)
-        return value
+        return Lazy(c.numpy() if c.dtype != torch.bfloat16 else c.float().numpy(), to_toony(c.dtype))
 
     # ---- nodes
     def _call(self, node: torch.fx.Node) -> Any:
@@ -295,8 +230,8 @@ class Capture:
         if low is None:
             return _NO_LOWERING
         if low.pointwise:
-            margs, mkwargs = torch.fx.node.map_arg((node.args, node.kwargs), lambda n: _meta_tensor(self._meta_of(n)))
-            dt = to_toony(low.compute_dtype(margs, mkwargs, _meta_tensor(meta)))
+            margs, mkwargs = torch.fx.node.map_arg((node.args, node.kwargs), lambda n: meta_tensor(self._meta_of(n)))
+            dt = to_toony(low.compute_dtype(margs, mkwargs, meta_tensor(meta)))
             args, kwargs = tree_map(lambda x: x.cast(dt) if isinstance(x, Lazy) else x, (args, kwargs))
         return self._shape_all(low.fn(*args, **kwargs), meta)
 
@@ -337,61 +272,18 @@ class Capture:
 
     # ---- the CPU fallback inside a captured graph
     def _fallback(self, node: torch.fx.Node, op: torch._ops.OpOverload, args: Any, kwargs: Any, meta: Any) -> Any:
-        name = str(op)
         if self.strict:
-            raise NotImplementedError(f"toony: {name} has no toony lowering and the CPU fallback is off "
+            raise NotImplementedError(f"toony: {op} has no toony lowering and the CPU fallback is off "
                                       "(strict mode / TOONY_FALLBACK=0)")
-        self._fallbacks.append(name)
-        leaves, spec = tree_flatten((args, kwargs))
-        positions = [i for i, x in enumerate(leaves) if isinstance(x, Lazy)]
-        # the host step reads buffers this capture owns (a slot may be bound to memory the host cannot copy from)
-        realized = self.builder.schedule([self._owned(leaves[i]) for i in positions])
-        # later readers use the realized buffers instead of computing these values again
+        self._fallbacks.append(str(op))
         node_leaves = tree_flatten((node.args, node.kwargs))[0]
-        if len(node_leaves) == len(leaves):
-            for i, r in zip(positions, realized):
+        arg_metas = [self._meta_of(n) for n in node_leaves]
+        outs, realized = add_cpu_step(self.builder, op, args, kwargs, meta, arg_metas)
+        if len(node_leaves) == len(tree_flatten((args, kwargs))[0]):
+            for i, r in realized:  # later readers read the realized buffers instead of computing again
                 if isinstance(node_leaves[i], torch.fx.Node):
                     self.env[node_leaves[i]] = r
-        in_bufs = []
-        for i, r in zip(positions, realized):
-            bb = base_buffer(r)
-            assert bb is not None
-            in_bufs.append((i, bb[0], tuple(leaves[i].shape), leaves[i].dtype))
-        metas = [meta] if isinstance(meta, Meta) else list(meta)
-        out_bufs = [Buffer(m.numel * torch.empty((), dtype=m.dtype).element_size())
-                    if isinstance(m, Meta) and m.numel else None for m in metas]
-        cpu = torch.device("cpu")
-
-        def run(resolve: Callable[[Buffer], Buffer]) -> None:
-            host = list(leaves)
-            for i, buf, shape, dt in in_bufs:
-                t = torch.empty(shape, dtype=_torch_dtype(dt))
-                if t.numel():
-                    resolve(buf).copyout(_host_bytes(t))
-                host[i] = t
-            host = [cpu if isinstance(x, torch.device) else x for x in host]
-            cargs, ckwargs = tree_unflatten(host, spec)
-            result = op(*cargs, **ckwargs)
-            results = [result] if isinstance(result, torch.Tensor) else list(result)
-            for r, buf in zip(results, out_bufs):
-                if buf is not None and isinstance(r, torch.Tensor):
-                    resolve(buf).copyin(_host_bytes(r.contiguous()))
-            count_fallback(op.name())
-
-        self.builder.host(run)
-        outs = []
-        for m, buf in zip(metas, out_bufs):
-            if not isinstance(m, Meta):
-                outs.append(None)
-            elif buf is None:
-                outs.append(Lazy.zeros(m.shape, to_toony(m.dtype)))
-            else:
-                outs.append(Lazy.from_buffer(buf, to_toony(m.dtype), m.numel).reshape(m.shape))
-        return outs[0] if isinstance(meta, Meta) else outs
-
-    def _owned(self, t: Lazy) -> Lazy:
-        bb = base_buffer(t)
-        return t.contiguous() if bb is not None and self.builder.is_slot(bb[0]) else t
+        return outs
 
     # ---- outputs and the final schedule
     @staticmethod
@@ -415,7 +307,7 @@ class Capture:
                     StorageWeakRef(val.untyped_storage()) != key:
                 continue
             bm = self.sizes.meta(val)
-            order = _dense_order(bm)
+            order = dense_order(bm)
             if order is None or bm.offset != 0 or bm.numel < extent or bm.dtype != m.dtype:
                 continue
             flat = value.permute(order).reshape(bm.numel) if len(bm.shape) else value.reshape(1)
@@ -474,9 +366,9 @@ class Capture:
                     roots.append(target.assign_strided(m.shape, m.stride, m.offset, value))
                 plans.append(_Output("view", group_of[key], m))
                 continue
-            order = _dense_order(m)
+            order = dense_order(m)
             if order is None:  # not dense (an expanded view): return it contiguous, as eager does
-                m = Meta(m.dtype, m.shape, _contiguous_strides(m.shape), 0, m.device)
+                m = Meta(m.dtype, m.shape, contiguous_strides(m.shape), 0, m.device)
                 order = list(range(len(m.shape)))
             flat = value.permute(order).reshape(m.numel) if len(m.shape) else value.reshape(1)
             plans.append(_Output("tensor", None, m))
@@ -544,7 +436,7 @@ class Capture:
         self.program(bindings)
         count_kernels(self.kernels)
         for buf, dst in copy_back:
-            buf.copyout(_host_bytes(dst))  # blocking: waits for the kernels
+            buf.copyout(host_bytes(dst))  # blocking: waits for the kernels
         if cpu:
             self._queue.finish()  # CPU memory the kernels used in place holds its values now
         results: list[Any] = []
@@ -613,8 +505,3 @@ class Capture:
             gen.set_offset(offset + 1)
             return _mix64(gen.initial_seed(), offset)
         return int(torch.empty((), dtype=torch.int64).random_().item())
-
-
-def _torch_dtype(dt: Any) -> torch.dtype:
-    from .dtypes import TO_TORCH
-    return TO_TORCH[dt]

@@ -331,9 +331,7 @@ def test_non_contiguous_and_offset_inputs(device: str) -> None:
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16, torch.int32, torch.int64,
-                                   pytest.param(torch.uint8, marks=pytest.mark.xfail(
-                                       strict=True, reason="uint8 t * 3 + 7 does not wrap before // 2, on the "
-                                       "eager device too (toony_core/lowering; /work/bugs_core.md)")),
+                                   torch.uint8,
                                    torch.bool])
 def test_dtypes(dtype: torch.dtype) -> None:
     g = torch.Generator().manual_seed(0)
