@@ -284,8 +284,6 @@ def test_unsigned_minus_one_is_not_a_constant():
     assert (e.vmin, e.vmax) == (0, 255)
 
 
-@pytest.mark.xfail(strict=True, reason="bugs_core.md#divmod-under-wrap: uint8 (x + 255) // 2 simplifies to "
-                                       "(x + 1) // 2 + 127, pulling a multiple out of a sum that wraps")
 @settings(max_examples=150, **FAST)
 @given(st.sampled_from(SMALL).flatmap(lambda dt: small_int_exprs(dt, divmod_=True)))
 def test_simplify_div_mod_respect_wraparound(e: UOp):
