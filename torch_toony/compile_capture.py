@@ -67,7 +67,11 @@ def is_supported(target: Any) -> bool:
     if not isinstance(target, torch._ops.OpOverload):
         return True  # getitem and symbolic-size arithmetic run in Python at capture
     return compile_lowering(target) is not None or target in NOOPS or target in _SYM_OPS or \
-        target is aten.copy_.default or op_name(target) in LOWERINGS
+        target is aten.copy_.default or (op_name(target) in LOWERINGS and not _seeded(target))
+
+
+def _seeded(op: torch._ops.OpOverload) -> bool:
+    return torch.Tag.nondeterministic_seeded in op.tags
 
 
 def _shape_to(value: Lazy, m: Meta) -> Lazy:
@@ -227,7 +231,7 @@ class Capture:
                 self.rng_device = meta.device if isinstance(meta, Meta) else meta[0].device
             return self._shape_all(special(ctx, *args, **kwargs), meta)
         low = LOWERINGS.get(op_name(target))
-        if low is None:
+        if low is None or _seeded(target):  # a random op replayed from the shared table would repeat its numbers
             return _NO_LOWERING
         if low.pointwise:
             margs, mkwargs = torch.fx.node.map_arg((node.args, node.kwargs), lambda n: meta_tensor(self._meta_of(n)))
