@@ -10,11 +10,11 @@ from toony_core import Ops, UOp, dtypes
 from toony_core.dtype import min_max
 from toony_core.symbolic import simplify
 
-# hypothesis reports a failing example (the xfail below) with libcst, which warns on import
+# hypothesis reports a failing example with libcst, which warns on import
 pytestmark = pytest.mark.filterwarnings("ignore:mypy_extensions.TypedDict is deprecated:DeprecationWarning")
 
 I32 = dtypes.int32
-# the same examples every run; no "explain" phase (slow, and noisy on the xfail below)
+# the same examples every run; no "explain" phase (slow, and noisy when an example fails)
 FAST = {"deadline": None, "derandomize": True, "database": None, "suppress_health_check": [HealthCheck.too_slow],
         "phases": (Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink)}
 
