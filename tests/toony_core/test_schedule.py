@@ -2,17 +2,20 @@
 called, that nothing runs until realize, and that results are right after fusion.
 
 Kernel-name lists are expecttest golden values: when the scheduler changes on purpose, regenerate them with
-EXPECTTEST_ACCEPT=1 pytest tests/toony_core/test_schedule.py and review the diff.
+EXPECTTEST_ACCEPT=1 pytest tests/toony_core/test_schedule.py and review the diff. Names carry the work-group
+choices, which depend on the device: the goldens are for PoCL (what CI runs on); the counts hold everywhere.
 """
 
 import expecttest
 import numpy as np
+import pytest
 
-from toony_core import Tensor, schedule
+from toony_core import Tensor, device, schedule
 from toony_core.realize import Stats
 from toony_core.runtime import Buffer
 
 R = np.random.default_rng(0)
+ON_POCL = "portable computing language" in device().name.lower() or "pocl" in device().name.lower()
 
 
 def rand(*shape) -> np.ndarray:
@@ -49,7 +52,8 @@ class TestRequiredCounts(expecttest.TestCase):
         a, b = rand(64, 32), rand(64, 32)
         t = (Tensor(a) * 2 + Tensor(b)).sum(axis=1)
         self.assertEqual(len(schedule(t)), 1)
-        self.assertExpectedInline(names(t), """r_64_r32""")
+        if ON_POCL:
+            self.assertExpectedInline(names(t), """r_64_r32""")
         self.assertEqual(launched(t), 1)
         np.testing.assert_allclose(t.numpy(), (a * 2 + b).sum(1), rtol=1e-5, atol=1e-5)
 
@@ -59,7 +63,8 @@ class TestRequiredCounts(expecttest.TestCase):
         t = (ta.reshape(16, 24, 1).expand(16, 24, 8) * tb.reshape(1, 24, 8).expand(16, 24, 8)).sum(1)
         items = schedule(t)
         self.assertEqual(len(items), 1)
-        self.assertExpectedInline(names(t), """r_16_8_r24""")
+        if ON_POCL:
+            self.assertExpectedInline(names(t), """r_16_8_r24""")
         # no materialized broadcast: the kernel binds the output and the two inputs, nothing of 16*24*8
         self.assertEqual(sorted(buf.nbytes for buf in items[0].buffers), sorted([16 * 8 * 4, 16 * 24 * 4, 24 * 8 * 4]))
         self.assertEqual(names(ta @ tb), names(t))
@@ -69,7 +74,8 @@ class TestRequiredCounts(expecttest.TestCase):
         x = rand(64, 32)
         t = Tensor(x).softmax(-1)
         self.assertEqual(len(schedule(t)), 1)
-        self.assertExpectedInline(names(t), """r_64_l32_r32_r32""")
+        if ON_POCL:
+            self.assertExpectedInline(names(t), """r_64_l32_r32_r32""")
         e = np.exp(x - x.max(-1, keepdims=True))
         np.testing.assert_allclose(t.numpy(), e / e.sum(-1, keepdims=True), rtol=1e-5)
 
@@ -83,7 +89,8 @@ class TestRequiredCounts(expecttest.TestCase):
                                                                        "EXPAND", "PAD", "SHRINK", "FLIP"))
         self.assertGreaterEqual(n_ops, 20)
         self.assertEqual(len(schedule(t)), 1)
-        self.assertExpectedInline(names(t), """E_16_24""")
+        if ON_POCL:
+            self.assertExpectedInline(names(t), """E_16_24""")
         ca = np.pad(c, ((0, 0), (6, 6)), constant_values=0.5)[2:18]
         np.testing.assert_allclose(t.numpy(), chain20_np(a.T, b[::-1, ::-1], ca), rtol=1e-5, atol=1e-6)
 
@@ -91,11 +98,13 @@ class TestRequiredCounts(expecttest.TestCase):
         x = R.random(1 << 20, dtype=np.float32)
         t = Tensor(x).sum()
         self.assertEqual(len(schedule(t)), 2)  # partial sums in parallel, then the partials
-        self.assertExpectedInline(names(t), """r_256_r4096 r_1_r256""")
+        if ON_POCL:
+            self.assertExpectedInline(names(t), """r_256_r4096 r_1_r256""")
         self.assertEqual(launched(t), 2)
         np.testing.assert_allclose(t.item(), np.sum(x.astype(np.float64)), rtol=1e-6)
 
 
+@pytest.mark.skipif(not ON_POCL, reason="kernel names (work-group choices) were recorded on PoCL")
 class TestSchedules(expecttest.TestCase):
     def test_elementwise_and_movement_only(self):
         a = Tensor(rand(8, 16))
