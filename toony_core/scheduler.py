@@ -193,6 +193,13 @@ def _children(node: UOp, simple: bool, axes: frozenset[int], dims: tuple[int | N
         return [(node.src[0], False, axes, (None,) * len(node.src[0].shape)), (node.src[1], simple, axes, dims)]
     if node.op is Ops.RESHAPE and simple and (mapped := _unit_reshape_dims(node, dims)) is not None:
         return [(node.src[0], True, axes, mapped)]
+    if node.op is Ops.PERMUTE:  # axes move, each stays one axis: a transposed matmul result still fuses
+        inverse = [0] * len(dims)
+        for i, a in enumerate(node.arg):
+            inverse[a] = dims[i]
+        return [(node.src[0], simple, axes, tuple(inverse))]
+    if node.op in (Ops.SHRINK, Ops.FLIP):  # in-bounds index changes along the same axes (a PAD is not:
+        return [(node.src[0], simple, axes, dims)]  # it would read a reduction out of bounds)
     if node.op in ELEMENTWISE or node.op in (Ops.EXPAND, Ops.CONTIGUOUS):
         return [(s, simple, axes, dims if len(s.shape) == len(dims) else (None,) * len(s.shape)) for s in node.src]
     return [(s, False, axes, (None,) * len(s.shape)) for s in node.src]
