@@ -126,6 +126,22 @@ def _store_stmt(ptr: str, idx: str, val: str, dt: DType) -> str:
     return f"{ptr}[{idx}] = {val};"
 
 
+def _atomic_add_narrow(dt: DType) -> str:
+    """An atomic add for a 1- or 2-byte element: compare-and-swap on the aligned 32-bit word holding it
+    (buffers are allocated in whole words, so the word never leaves the buffer)."""
+    bits, st = dt.itemsize * 8, dt.storage_cname
+    mask = f"{(1 << bits) - 1}u"
+    add = {"float16": "f2h(h2f(cur)+v)", "bfloat16": "f2bf(bf2f(cur)+v)", "bool": "(uchar)((cur!=0)|(v!=0))"}.get(
+        dt.name, f"({st})(cur+v)")
+    raw = "ushort" if dt.name in ("float16", "bfloat16") else "uchar" if dt == dtypes.bool else st
+    return (f"inline void atomic_add_{dt.name}(__global {st}* p, {dt.cname} v) {{\n"
+            f"  volatile __global uint* w = (volatile __global uint*)((size_t)p & ~(size_t)3);\n"
+            f"  uint sh = (uint)((size_t)p & 3) * 8, old = *w, prev;\n"
+            f"  do {{ prev = old; {raw} cur = ({raw})((prev >> sh) & {mask}); {raw} nxt = {add};\n"
+            f"       old = atomic_cmpxchg(w, prev, (prev & ~({mask} << sh)) | ((((uint)nxt) & {mask}) << sh)); }}\n"
+            f"  while (old != prev); }}\n")
+
+
 def _atomic_add_stmt(ptr: str, idx: str, val: str, dt: DType) -> str:
     if dt in (dtypes.int32, dtypes.uint32):
         return f"atomic_add(&{ptr}[{idx}],{val});"
@@ -135,7 +151,7 @@ def _atomic_add_stmt(ptr: str, idx: str, val: str, dt: DType) -> str:
         return f"atomic_add_float(&{ptr}[{idx}],{val});"
     if dt == dtypes.float64:
         return f"atomic_add_double(&{ptr}[{idx}],{val});"
-    raise ToonyError(f"accumulating stores (scatter_add, index_put with accumulate) do not support {dt.name} yet")
+    return f"atomic_add_{dt.name}(&{ptr}[{idx}],{val});"
 
 
 def _cast_expr(x: str, src: DType, dst: DType) -> str:
@@ -240,6 +256,8 @@ def render(sink: UOp, name: str, param_dtypes: dict[int, DType] | None = None) -
             if u.arg is Ops.ADD:
                 if g.dtype == dtypes.float64:
                     helpers.add(HELPERS_F64_ATOMIC)
+                if g.dtype.itemsize < 4:
+                    helpers.add(_atomic_add_narrow(g.dtype))
                 stmt = _atomic_add_stmt(ptr(g), ref(idx), ref(val), g.dtype)
             else:
                 stmt = _store_stmt(ptr(g), ref(idx), ref(val), g.dtype)

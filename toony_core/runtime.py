@@ -84,7 +84,7 @@ class _Allocator:
         self.cached_bytes = 0
 
     def alloc(self, nbytes: int) -> cl.Buffer:
-        size = max(nbytes, 1)  # OpenCL has no zero-byte buffers
+        size = max(-(-nbytes // 4) * 4, 4)  # whole 32-bit words (no zero-byte buffers; narrow atomics use words)
         if self.free[size]:
             self.cached_bytes -= size
             buf = self.free[size].pop()
@@ -111,8 +111,9 @@ class _Allocator:
 
     def release(self, buf: cl.Buffer, nbytes: int) -> None:
         self.live_bytes -= nbytes
-        self.free[max(nbytes, 1)].append(buf)
-        self.cached_bytes += max(nbytes, 1)
+        size = max(-(-nbytes // 4) * 4, 4)
+        self.free[size].append(buf)
+        self.cached_bytes += size
         if self.cached_bytes > int(getenv("TOONY_CACHE_BYTES", 1 << 30)):
             self.release_cache()
 

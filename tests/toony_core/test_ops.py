@@ -1270,3 +1270,15 @@ def test_assign_strided_of_an_expression_and_overlapping_self_read():
     view = buf.as_strided((8,), (1,), 0).flip(0)  # reads the buffer being written, reversed
     out = buf.assign_strided((8,), (1,), 0, view * 10)
     check(out, np.arange(8, dtype=np.int32)[::-1] * 10, dtypes.int32)
+
+
+@pytest.mark.parametrize("dt", [dtypes.int8, dtypes.uint8, dtypes.int16, dtypes.uint16, dtypes.float16,
+                                dtypes.bfloat16, dtypes.bool])
+def test_scatter_add_narrow_dtypes(dt):
+    # 1- and 2-byte elements accumulate through a compare-and-swap on their 32-bit word: neighbours that
+    # share the word (index 0/1, 2/3) are all hit, several times each, and must not disturb each other
+    idx = np.array([0, 1, 1, 3, 3, 3, 2, 0, 5], np.int64)
+    got = Tensor.zeros((6,), dt).scatter(0, Tensor(idx), Tensor(np.ones(9, np.float32)).cast(dt), reduce="add")
+    want = np.zeros(6, np.float32)
+    np.add.at(want, idx, 1.0)
+    check(got, want.astype(bool) if dt == dtypes.bool else want.astype(dt.np or np.float32), dt)
