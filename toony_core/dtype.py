@@ -84,7 +84,8 @@ _KIND_ORDER = {"b": 0, "u": 1, "i": 1, "f": 2}
 
 
 def promote(a: DType, b: DType) -> DType:
-    """numpy's promotion of two array dtypes (float16 with bfloat16 gives float32, as in torch)."""
+    """numpy's promotion of two array dtypes, except where toony follows torch: an int or bool with a float
+    gives that float (numpy widens int32 + float32 to float64), and float16 with bfloat16 gives float32."""
     if a == b:
         return a
     if _KIND_ORDER[a.kind] != _KIND_ORDER[b.kind]:
