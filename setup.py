@@ -37,7 +37,8 @@ setup(
     # torch is pinned to the build this project is developed and tested against; never let pip pick another
     install_requires=["numpy", "pyopencl", "pocl-binary-distribution; platform_system == 'Linux'", "torch==2.13.0",
                       "safetensors"],
-    extras_require={"dev": ["pytest", "expecttest", "hypothesis", "ruff"]},
+    extras_require={"dev": ["pytest", "expecttest", "hypothesis", "ruff"],
+                    "bench": ["matplotlib"]},  # python -m benchmarks draws docs/benchmarks.png with it
     cmdclass={"build_py": BuildPyWithCsrc},
     entry_points={
         # `import torch` imports torch_toony, which registers the device.
