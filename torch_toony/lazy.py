@@ -75,6 +75,7 @@ def set_pending(out: torch.Tensor, value: Lazy, inputs: list[torch.Tensor]) -> N
             else:
                 reads.add(a)
     reads.discard(addr)
+    reads = {a for a in reads if storage.is_live(a)}  # a freed storage is never written again: no reader to track
     _reads[addr], _size[addr] = reads, size
     for a in reads:
         _readers.setdefault(a, set()).add(addr)

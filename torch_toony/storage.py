@@ -137,5 +137,10 @@ def write_buffer(addr: int, whole: bool) -> Buffer:
     return e.buffer
 
 
+def is_live(addr: int) -> bool:
+    """Whether addr names a storage PyTorch has not freed (as far as the drained queue says)."""
+    return addr in _entries
+
+
 def live_entries() -> int:
     return len(_entries)
