@@ -117,9 +117,15 @@ def _dead_record(case: tuple[int, str], names: list[str], kind: str) -> dict[str
 
 
 def run_sweep(cases: list[tuple[int, str]], names: list[str], workers: int, timeout: float,
-              caps: dict[str, int], log: Any) -> list[dict[str, Any]]:
+              caps: dict[str, int], log: Any, sink: Any) -> list[dict[str, Any]]:
+    """Run cases on `workers` worker processes; every record also goes to sink (as soon as it arrives)."""
     pending = collections.deque(cases)
     results: list[dict[str, Any]] = []
+
+    def record(rec: dict[str, Any]) -> None:
+        results.append(rec)
+        sink(rec)
+
     sel = selectors.DefaultSelector()
     pool: list[Worker] = []
 
@@ -154,12 +160,12 @@ def run_sweep(cases: list[tuple[int, str]], names: list[str], workers: int, time
             if not line:  # the worker died (a crash in native code): its case is the culprit
                 code = w.proc.poll()
                 if w.case is not None:
-                    results.append(_dead_record(w.case, names, f"crash (exit {code})"))
+                    record(_dead_record(w.case, names, f"crash (exit {code})"))
                 retire(w, kill=True)
                 continue
             if not line.startswith(MAGIC):
                 continue
-            results.append(json.loads(line[len(MAGIC):]))
+            record(json.loads(line[len(MAGIC):]))
             w.done += 1
             n = len(results)
             if n % 50 == 0:
@@ -171,7 +177,7 @@ def run_sweep(cases: list[tuple[int, str]], names: list[str], workers: int, time
         now = time.monotonic()
         for w in list(pool):
             if w.case is not None and now - w.started > timeout:
-                results.append(_dead_record(w.case, names, f"timeout (> {timeout:.0f} s)"))
+                record(_dead_record(w.case, names, f"timeout (> {timeout:.0f} s)"))
                 retire(w, kill=True)
     return results
 
@@ -369,6 +375,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "docs" / "op_coverage.md"))
     ap.add_argument("--json", default=str(ROOT / "build" / "op_coverage.jsonl"))
     ap.add_argument("--report-only", action="store_true", help="re-render the report from --json")
+    ap.add_argument("--resume", action="store_true", help="keep the pairs already in --json, run the rest")
     args = ap.parse_args()
     caps = json.loads(args.caps)
     if args.worker:
@@ -381,25 +388,35 @@ def main() -> None:
     names = [op.full_name for op in op_db]
     json_path = Path(args.json)
     t0 = time.monotonic()
+    meta_path = json_path.with_suffix(".meta.json")
+    done = [json.loads(line) for line in json_path.read_text().splitlines() if line.strip()] \
+        if (args.report_only or args.resume) and json_path.exists() else []
+    wall = json.loads(meta_path.read_text())["wall_s"] if done and meta_path.exists() else 0.0
     if args.report_only:
-        results = [json.loads(line) for line in json_path.read_text().splitlines() if line.strip()]
-        wall = json.loads(json_path.with_suffix(".meta.json").read_text())["wall_s"]
+        results = done
     else:
         wanted = set(args.dtypes.split(",")) if args.dtypes else None
+        have = {(r["index"], r["dtype"]) for r in done}
         cases = []
         for i, op in enumerate(op_db):
             if args.ops and not re.search(args.ops, op.full_name):
                 continue
             for dt in sorted(op.supported_dtypes("toony"), key=str):
                 name = str(dt).removeprefix("torch.")
-                if wanted is None or name in wanted:
+                if (wanted is None or name in wanted) and (i, name) not in have:
                     cases.append((i, name))
-        print(f"{len(cases)} (op, dtype) pairs, {args.workers} workers", file=sys.stderr)
-        results = run_sweep(cases, names, args.workers, args.timeout, caps, lambda m: print(m, file=sys.stderr))
-        wall = time.monotonic() - t0
+        print(f"{len(cases)} (op, dtype) pairs to run ({len(done)} kept), {args.workers} workers", file=sys.stderr)
         json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text("".join(json.dumps(r) + "\n" for r in results))
-        json_path.with_suffix(".meta.json").write_text(json.dumps({"wall_s": wall, "workers": args.workers}))
+        with open(json_path, "a" if done else "w") as sink:
+
+            def write(rec: dict[str, Any]) -> None:
+                sink.write(json.dumps(rec) + "\n")
+                sink.flush()
+
+            results = done + run_sweep(cases, names, args.workers, args.timeout, caps,
+                                       lambda m: print(m, file=sys.stderr), write)
+        wall += time.monotonic() - t0
+        meta_path.write_text(json.dumps({"wall_s": wall, "workers": args.workers}))
     del torch
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(render(results, _meta(args.workers, wall, caps)))
