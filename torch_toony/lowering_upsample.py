@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from fractions import Fraction
 
 import numpy as np
+import torch
 
 from toony_core import Tensor, dtypes
+from toony_core.dtype import bf16_bits_to_float32, float32_to_bf16_bits
 
 from .lowering import lowers
 from .windows import Ints, acc_dtype, const, gather_windows, zeros_if_empty
@@ -45,12 +48,29 @@ def _nearest_index(size: int, out: int, scale: float | None, exact: bool) -> np.
     return np.minimum(src.astype(np.int64), size - 1)
 
 
+# torch's CPU kernels are built per instruction set; every build but DEFAULT lets the compiler contract
+# `scale * (dst + 0.5) - 0.5` into one fused multiply-add (a single rounding), which moves the source position
+# by an ulp and the weights by ~1e-5 at some output positions: follow the build that is running
+_FUSED = torch.backends.cpu.get_cpu_capability() != "DEFAULT"
+
+
+def _mul_sub(a: np.floating, b: np.ndarray, c: np.floating, ft: type) -> np.ndarray:
+    """a * b - c in ft, rounded once (fused multiply-add) where torch's kernels are built with FMA."""
+    if not _FUSED:
+        return (a * b - c).astype(ft)
+    if ft is np.float32:  # a float32 product is exact in float64, and so is the sum here: one rounding
+        return (np.float64(a) * b.astype(np.float64) - np.float64(c)).astype(np.float32)
+    fa, fc = Fraction(float(a)), Fraction(float(c))
+    return np.array([float(fa * Fraction(float(v)) - fc) for v in b], np.float64)
+
+
 @functools.cache
-def _linear_taps(size: int, out: int, align_corners: bool, scale: float | None, double: bool) \
+def _linear_taps(size: int, out: int, align_corners: bool, scale: float | None, dtype: str) \
         -> tuple[np.ndarray, np.ndarray]:
     """For each output position: the two source positions (out, 2) and their weights (out, 2), as torch's
-    compute_source_index_and_lambda computes them in opmath (float, or double for double inputs)."""
-    ft = np.float64 if double else np.float32
+    compute_source_index_and_lambda computes them in opmath (float, or double for double inputs) and stores
+    them: in the input's dtype (so half and bfloat16 weights are rounded to half and bfloat16)."""
+    ft = np.float64 if dtype == "float64" else np.float32
     o = np.arange(out)
     if out == size:
         return np.stack([o, o], 1), np.stack([np.ones(out, ft), np.zeros(out, ft)], 1)
@@ -59,12 +79,21 @@ def _linear_taps(size: int, out: int, align_corners: bool, scale: float | None, 
         src = (ratio * o.astype(ft)).astype(ft)
     else:
         ratio = _scale(size, out, scale, ft)
-        src = (ratio * (o.astype(ft) + ft(0.5)) - ft(0.5)).astype(ft)
-        src = np.maximum(src, ft(0))
+        src = np.maximum(_mul_sub(ratio, o.astype(ft) + ft(0.5), ft(0.5), ft), ft(0))
     i0 = np.minimum(np.floor(src).astype(np.int64), size - 1)
     lam1 = np.minimum(np.maximum(src - i0.astype(ft), ft(0)), ft(1)).astype(ft)
     i1 = i0 + (i0 < size - 1)
-    return np.stack([i0, i1], 1), np.stack([ft(1) - lam1, lam1], 1)
+    lam1 = _stored(lam1, dtype)  # lambda1 is stored first, and lambda0 = 1 - (the stored lambda1), stored
+    return np.stack([i0, i1], 1), np.stack([_stored((ft(1) - lam1).astype(ft), dtype), lam1], 1)
+
+
+def _stored(w: np.ndarray, dtype: str) -> np.ndarray:
+    """Weights as torch keeps them for an input of this dtype (uint8 has its own fixed-point kernel)."""
+    if dtype == "float16":
+        return w.astype(np.float16).astype(np.float32)
+    if dtype == "bfloat16":
+        return bf16_bits_to_float32(float32_to_bf16_bits(w.astype(np.float32)))
+    return w
 
 
 @functools.cache
@@ -75,20 +104,20 @@ def _device_table(key: tuple, kind: str) -> Tensor:
     return const(arr.astype(np.int32) if arr.dtype.kind in "iu" else arr)
 
 
-def _forward_tables(mode: str, size: int, out: int, align_corners: bool, scale: float | None, double: bool) \
+def _forward_tables(mode: str, size: int, out: int, align_corners: bool, scale: float | None, dtype: str) \
         -> tuple[np.ndarray, np.ndarray]:
     if mode == "linear":
-        return _linear_taps(size, out, align_corners, scale, double)
+        return _linear_taps(size, out, align_corners, scale, dtype)
     idx = _nearest_index(size, out, scale, mode == "nearest-exact")[:, None]
-    return idx, np.ones(idx.shape, np.float64 if double else np.float32)
+    return idx, np.ones(idx.shape, np.float64 if dtype == "float64" else np.float32)
 
 
 @functools.cache
-def _inverse_tables(mode: str, size: int, out: int, align_corners: bool, scale: float | None, double: bool) \
+def _inverse_tables(mode: str, size: int, out: int, align_corners: bool, scale: float | None, dtype: str) \
         -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For each source position: the (output position, weight) pairs that read it, in torch's accumulation
     order (output position, then tap), as (size, K) tables and a (size, K) mask of real pairs."""
-    idx, w = _forward_tables(mode, size, out, align_corners, scale, double)
+    idx, w = _forward_tables(mode, size, out, align_corners, scale, dtype)
     pairs: list[list[tuple[int, float]]] = [[] for _ in range(size)]
     for o in range(out):
         for a in range(idx.shape[1]):
@@ -108,17 +137,18 @@ def _integer_upscale(mode: str, size: int, out: int, scale: float | None) -> int
     if mode == "linear" or size == 0 or out % size:
         return None
     k = out // size
-    return k if np.array_equal(_forward_tables(mode, size, out, False, scale, False)[0][:, 0],
+    return k if np.array_equal(_forward_tables(mode, size, out, False, scale, "float32")[0][:, 0],
                                np.arange(out) // k) else None
 
 
 def _along(t: Tensor, i: int, first: int, d: int, ndim: int, taps: bool) -> Tensor:
-    """A per-dim table (O, K) placed on axis first + i (and first + d + i for K) of an ndim-dim tensor."""
+    """A per-dim table (O, K) placed on axis first + i (and its K on first + d + i; without taps, K must be 1)
+    of an ndim-dim tensor."""
     shape = [1] * ndim
     shape[first + i] = t.shape[0]
     if taps:
         shape[first + d + i] = t.shape[1]
-    return t.reshape(shape) if taps else t.shrink(((0, t.shape[0]), (0, 1))).reshape(shape)
+    return t.reshape(shape)
 
 
 def _upsample(x: Tensor, mode: str, d: int, output_size: Ints, align_corners: bool, scales: Scales) -> Tensor:
@@ -130,23 +160,36 @@ def _upsample(x: Tensor, mode: str, d: int, output_size: Ints, align_corners: bo
     if all(k is not None for k in ks):  # every source element repeated k times: a broadcast
         y = x.reshape(*lead, *(v for s in size for v in (s, 1)))
         return y.expand(*lead, *(v for s, k in zip(size, ks) for v in (s, k))).reshape(*lead, *out)
-    double = x.dtype == dtypes.float64
-    keys = [(mode, s, o, align_corners, sc, double) for s, o, sc in zip(size, out, scales)]
+    # torch has two bilinear kernels: for small outputs (height + width <= 128; also for channels-last inputs with
+    # more than 3 channels, which a lowering cannot see) one that keeps its weights in float and sums the four
+    # corner products; otherwise, and for 1d/3d, one that stores the weights in the input's dtype and
+    # interpolates one dim at a time. Following the same one keeps half and bfloat16 results within an ulp.
+    corners = mode == "linear" and d == 2 and out[0] + out[1] <= 128
+    wdt = ("float64" if x.dtype == dtypes.float64 else "float32") if corners else x.dtype.name
+    keys = [(mode, s, o, align_corners, sc, wdt) for s, o, sc in zip(size, out, scales)]
     vals = gather_windows(x, [_device_table(k, "index") for k in keys])  # (*lead, *out, *taps)
     if mode != "linear":
         return vals.reshape(*lead, *out)
     acc = acc_dtype(x.dtype) if x.dtype.is_float else dtypes.float32
     vals = vals.cast(acc)
     n = len(lead)
-    # torch's nested interpolation: the last dim first, t0 * w0 + t1 * w1 at each level; shrinks keep it
-    # elementwise (no reduction), so the whole upsample is one kernel of gathers
-    for i in reversed(range(d)):
-        w = _device_table(keys[i], "weight").cast(acc)
-        ax = n + d + i
-        taps = [vals.shrink([(j, j + 1) if a == ax else (0, s) for a, s in enumerate(vals.shape)]) for j in (0, 1)]
-        w0 = _along(w, i, n, d, vals.ndim, False)
-        w1 = _along(w.shrink(((0, w.shape[0]), (1, 2))), i, n, d, vals.ndim, False)
-        vals = taps[0] * w0 + taps[1] * w1
+    # the taps are picked with shrinks, so everything stays elementwise (no reduction): one kernel of gathers
+
+    def tap(t: Tensor, ax: int, j: int) -> Tensor:
+        return t.shrink([(j, j + 1) if a == ax else (0, m) for a, m in enumerate(t.shape)])
+
+    weights = [[_along(tap(_device_table(k, "weight").cast(acc), 1, j), i, n, d, vals.ndim, False) for j in (0, 1)]
+               for i, k in enumerate(keys)]
+    if corners:  # w00 * x00 + w01 * x01 + w10 * x10 + w11 * x11, w_ab = wh_a * ww_b
+        total: Tensor | None = None
+        for a, b in ((0, 0), (0, 1), (1, 0), (1, 1)):
+            term = (weights[0][a] * weights[1][b]) * tap(tap(vals, n + d, a), n + d + 1, b)
+            total = term if total is None else total + term
+        assert total is not None
+        vals = total
+    else:  # nested, the last dim first: t0 * w0 + t1 * w1 at each level
+        for i in reversed(range(d)):
+            vals = tap(vals, n + d + i, 0) * weights[i][0] + tap(vals, n + d + i, 1) * weights[i][1]
     if not x.dtype.is_float:  # uint8 (the one integer dtype torch interpolates) rounds to nearest
         vals = (vals + 0.5).floor().clip(0, 255)
     return vals.cast(x.dtype).reshape(*lead, *out)
@@ -165,8 +208,9 @@ def _upsample_backward(go: Tensor, mode: str, d: int, output_size: Ints, input_s
         g = go.cast(acc).reshape(*lead, *(v for s, k in zip(size, ks) for v in (s, k)))
         axes = tuple(len(lead) + 2 * i + 1 for i in range(d))
         return g.sum(axes, True, acc).cast(go.dtype).reshape(*lead, *size)
-    double = go.dtype == dtypes.float64
-    keys = [(mode, s, o, align_corners, sc, double) for s, o, sc in zip(size, out, scales)]
+    # the backward kernel uses its weights unrounded, in opmath (float, or double)
+    wdt = "float64" if go.dtype == dtypes.float64 else "float32"
+    keys = [(mode, s, o, align_corners, sc, wdt) for s, o, sc in zip(size, out, scales)]
     vals = gather_windows(go, [_device_table(k, "inverse index") for k in keys]).cast(acc)  # (*lead, *size, *K)
     n = len(lead)
     weight: Tensor | None = None
