@@ -12,12 +12,16 @@ The pure forms (_native_batch_norm_legit_functional, ...) are table entries in l
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 
 from toony_core import Tensor
 
 from . import extra_kernels
-from .lowering_nn import batch_norm_apply, batch_norm_functional, batch_norm_stats, running_update, unbiased
+from .dtypes import to_toony
+from .lowering_nn import _inv_sqrt, batch_norm_apply, batch_norm_functional, batch_norm_stats, per_count, running_update
 
 _HALF = (torch.float16, torch.bfloat16)
 
@@ -66,17 +70,24 @@ def batch_norm_eager(op: str, x_t: torch.Tensor, w_t: torch.Tensor | None, b_t: 
         return (eager.new_output(out_meta, out, ins), eager.new_output(empty, Tensor.zeros((0,)), []),
                 eager.new_output(empty, Tensor.zeros((0,)), []))
     acc = torch.float32 if x_t.dtype in _HALF else x_t.dtype
-    mean, var = batch_norm_stats(x)
+    mean, var_sum = batch_norm_stats(x)
     mean_t = eager.new_output(_meta((c,), acc), mean, ins)
-    var_t = eager.new_output(_meta((c,), acc), var, ins)
-    lazy.realize_storages([lazy.addr_of(t) for t in (mean_t, var_t) if t.numel()])
-    mean, var = lz(mean_t), lz(var_t)
-    invstd = (var + eps).rsqrt()
-    stats = [mean_t, var_t]
+    vsum_t = eager.new_output(_meta((c,), acc), var_sum, ins)
+    lazy.realize_storages([lazy.addr_of(t) for t in (mean_t, vsum_t) if t.numel()])
+    mean, var_sum = lz(mean_t), lz(vsum_t)
+    n = x_t.numel() // c if c else 0
+    if stat in _HALF:  # CPU keeps mean and the squared-deviation sum in half and goes on from the rounded values
+        tt = to_toony(stat)
+        mean = mean.cast(tt).cast(mean.dtype)
+        if stat == torch.bfloat16:  # and its bfloat16 path (not its float16 one) the squared-deviation sum too
+            var_sum = var_sum.cast(tt).cast(var_sum.dtype)
+    invstd = _inv_sqrt(per_count(var_sum, n) + eps)
+    if stat in _HALF:
+        invstd = invstd.cast(to_toony(stat)).cast(invstd.dtype)
+    stats = [mean_t, vsum_t]
     if update and rm_t is not None and rv_t is not None:
-        n = x_t.numel() // c if c else 0
         eager.write_into(rm_t, running_update(rm, mean, momentum), [rm_t, *stats])
-        eager.write_into(rv_t, running_update(rv, unbiased(var, n), momentum), [rv_t, *stats])
+        eager.write_into(rv_t, running_update(rv, per_count(var_sum, n - 1), momentum), [rv_t, *stats])
         lazy.realize_storages([lazy.addr_of(t) for t in (rm_t, rv_t) if t.numel()])
     out = batch_norm_apply(x, mean, invstd, w, b)
     return (eager.new_output(out_meta, out, [t for t in (x_t, w_t, b_t) if t is not None] + stats),
@@ -95,6 +106,15 @@ def _native_batch_norm_legit(x: torch.Tensor, weight: torch.Tensor | None, bias:
                              momentum: float, eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return batch_norm_eager("_native_batch_norm_legit", x, weight, bias, running_mean, running_var, training,
                             momentum, eps, update=True)
+
+
+def _native_batch_norm_legit_no_stats(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
+                                      training: bool, momentum: float, eps: float) \
+        -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    # an eager kernel, not a table entry: torch's meta kernel saves float32 statistics for half inputs, the CPU
+    # (which the device matches) saves them in the input type
+    return batch_norm_eager("_native_batch_norm_legit.no_stats", x, weight, bias, None, None, training, momentum,
+                            eps, update=False)
 
 
 def _reserve() -> torch.Tensor:
@@ -127,6 +147,27 @@ def _batch_norm_with_update_functional(x: torch.Tensor, weight: torch.Tensor | N
     return (*out, _reserve(), new_rm, new_rv)
 
 
+def _out_form(fn: Callable[..., tuple[torch.Tensor, ...]], names: tuple[str, ...]) -> Callable[..., tuple]:
+    """The out= overload of a batch norm form: compute, then write each result into its out tensor."""
+    def kernel(*args: Any, **kwargs: Any) -> tuple[torch.Tensor, ...]:
+        from . import eager, lazy
+        outs = [kwargs.pop(n) for n in names]
+        for o, r in zip(outs, fn(*args, **kwargs)):
+            if o.dtype != r.dtype:
+                raise RuntimeError(f"Expected out tensor to have dtype {r.dtype}, but got {o.dtype} instead")
+            if o.shape != r.shape:
+                o.resize_(r.shape)
+            eager.write_into(o, lazy.as_lazy(r), [r])
+        return tuple(outs)
+    return kernel
+
+
+extra_kernels.kernel("native_batch_norm.out", _out_form(_native_batch_norm, ("out", "save_mean", "save_invstd")))
+extra_kernels.kernel("_native_batch_norm_legit.out",
+                     _out_form(_native_batch_norm_legit, ("out", "save_mean", "save_invstd")))
+extra_kernels.kernel("_native_batch_norm_legit.no_stats_out",
+                     _out_form(_native_batch_norm_legit_no_stats, ("out", "save_mean", "save_invstd")))
+extra_kernels.kernel("_native_batch_norm_legit.no_stats", _native_batch_norm_legit_no_stats)
 extra_kernels.kernel("native_batch_norm.default", _native_batch_norm)
 extra_kernels.kernel("_native_batch_norm_legit.default", _native_batch_norm_legit)
 extra_kernels.kernel("_batch_norm_with_update.default", _batch_norm_with_update)

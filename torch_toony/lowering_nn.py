@@ -38,6 +38,12 @@ def _reduce(loss: Tensor, reduction: int) -> Tensor:
     return total / loss.numel() if reduction == 1 else total
 
 
+def _inv_sqrt(v: Tensor) -> Tensor:
+    """1 / sqrt(v), correctly rounded twice like the CPU kernels (OpenCL's rsqrt may differ by an ulp, which a
+    half-precision rounding of the statistic can turn into a whole half ulp)."""
+    return v.sqrt().reciprocal()
+
+
 def _log1p(u: Tensor) -> Tensor:
     """log(1 + u) accurate for tiny u (Goldberg's trick: the rounding error of 1 + u cancels)."""
     w = u + 1
@@ -147,31 +153,36 @@ def _bn_geometry(x: Tensor) -> tuple[tuple[int, ...], list[int], int]:
 
 
 def batch_norm_stats(x: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-channel mean and biased variance (two passes: the variance reads x - mean, not E[x^2] - mean^2)."""
+    """Per-channel mean and sum of squared deviations (two passes: the second reads x - mean, never
+    E[x^2] - mean^2). The variance is the sum over the count; the CPU rounds the sum, not the variance."""
     axes, bshape, _ = _bn_geometry(x)
     xf = _acc(x)
     mean = xf.mean(axes)
     d = xf - mean.reshape(bshape)
-    return mean, (d * d).mean(axes)
+    return mean, (d * d).sum(axes)
 
 
 def batch_norm_apply(x: Tensor, mean: Tensor, invstd: Tensor, weight: Tensor | None, bias: Tensor | None) -> Tensor:
+    """x * alpha + beta per channel, alpha = invstd * weight and beta = bias - mean * alpha: the CPU kernel's form
+    (its rounding, and one multiply-add per element)."""
     _, bshape, _ = _bn_geometry(x)
     xf = _acc(x)
-    out = (xf - mean.cast(xf.dtype).reshape(bshape)) * invstd.cast(xf.dtype).reshape(bshape)
+    alpha = invstd.cast(xf.dtype)
     if weight is not None:
-        out = out * weight.cast(xf.dtype).reshape(bshape)
+        alpha = alpha * weight.cast(xf.dtype)
+    beta = -(mean.cast(xf.dtype) * alpha)
     if bias is not None:
-        out = out + bias.cast(xf.dtype).reshape(bshape)
-    return out
+        beta = bias.cast(xf.dtype) + beta
+    return xf * alpha.reshape(bshape) + beta.reshape(bshape)
 
 
 def running_update(running: Tensor, stat: Tensor, momentum: float) -> Tensor:
     return running.cast(stat.dtype) * (1 - momentum) + stat * momentum
 
 
-def unbiased(var: Tensor, n: int) -> Tensor:
-    return var * (n / (n - 1)) if n > 1 else var * math.inf
+def per_count(total: Tensor, n: int) -> Tensor:
+    """total / n, where n = 0 gives nan (torch's 0 / 0) and n < 0 cannot happen."""
+    return total / n if n > 0 else total * math.nan
 
 
 def batch_norm_functional(x: Tensor, weight: Tensor | None, bias: Tensor | None, running_mean: Tensor | None,
@@ -180,15 +191,15 @@ def batch_norm_functional(x: Tensor, weight: Tensor | None, bias: Tensor | None,
     """(out, mean, invstd, new running mean, new running var): batch norm with no mutation. In eval the
     statistics are the running ones."""
     if training:
-        mean, var = batch_norm_stats(x)
-        invstd = (var + eps).rsqrt()
+        mean, var_sum = batch_norm_stats(x)
         n = _bn_geometry(x)[2]
+        invstd = _inv_sqrt(per_count(var_sum, n) + eps)
         new_rm = None if running_mean is None else running_update(running_mean, mean, momentum)
-        new_rv = None if running_var is None else running_update(running_var, unbiased(var, n), momentum)
+        new_rv = None if running_var is None else running_update(running_var, per_count(var_sum, n - 1), momentum)
     else:
         if running_mean is None or running_var is None:
             raise RuntimeError("batch_norm in eval mode needs running_mean and running_var")
-        mean, invstd = _acc(running_mean), (_acc(running_var) + eps).rsqrt()
+        mean, invstd = _acc(running_mean), _inv_sqrt(_acc(running_var) + eps)
         new_rm, new_rv = running_mean, running_var
     return batch_norm_apply(x, mean, invstd, weight, bias), mean, invstd, new_rm, new_rv
 
@@ -200,12 +211,6 @@ def native_batch_norm_legit_functional(x: Tensor, weight: Tensor | None, bias: T
     out, mean, invstd, rm, rv = batch_norm_functional(x, weight, bias, running_mean, running_var, training,
                                                       momentum, eps)
     return out, mean, invstd, rm, rv
-
-
-@lowers("_native_batch_norm_legit.no_stats")
-def native_batch_norm_legit_no_stats(x: Tensor, weight: Tensor | None, bias: Tensor | None, training: bool,
-                                     momentum: float, eps: float) -> tuple[Tensor, Tensor, Tensor]:
-    return batch_norm_functional(x, weight, bias, None, None, True, momentum, eps)[:3]
 
 
 @lowers("_native_batch_norm_legit_no_training.default")
@@ -224,7 +229,7 @@ def _bn_backward(grad_out: Tensor, x: Tensor, weight: Tensor | None, running_mea
     if train:
         mean, invstd = save_mean.cast(acc), save_invstd.cast(acc)
     else:
-        mean, invstd = running_mean.cast(acc), (running_var.cast(acc) + eps).rsqrt()
+        mean, invstd = running_mean.cast(acc), _inv_sqrt(running_var.cast(acc) + eps)
     d = xf - mean.reshape(bshape)
     g_sum = g.sum(axes)
     dot = (g * d).sum(axes)
@@ -422,6 +427,32 @@ def embedding_dense_backward(grad_output: Tensor, indices: Tensor, num_weights: 
     g = (idx != padding_idx).reshape(m, 1).where(g, 0)
     flat = idx.reshape(m, 1) * d + Tensor.arange(d).reshape(1, d)
     return Tensor.zeros((num_weights * d,), acc).scatter_flat(flat, g, "add").reshape(num_weights, d)
+
+
+@lowers("embedding_renorm.default")
+def embedding_renorm(weight: Tensor, indices: Tensor, max_norm: float, norm_type: float) -> Tensor:
+    """Rows named by indices whose norm exceeds max_norm are scaled to max_norm / (norm + 1e-7) of it."""
+    if weight.numel() == 0 or indices.numel() == 0:
+        return weight
+    v = weight.shape[0]
+    w = _acc(weight)
+    a = w.abs()
+    if norm_type == math.inf:
+        norm = a.max(1)
+    elif norm_type == -math.inf:
+        norm = a.min(1)
+    elif norm_type == 0:
+        norm = (a != 0).cast(w.dtype).sum(1)
+    elif norm_type == 1:
+        norm = a.sum(1)
+    elif norm_type == 2:
+        norm = (w * w).sum(1).sqrt()
+    else:
+        norm = (a ** norm_type).sum(1) ** (1 / norm_type)
+    named = Tensor.full((v,), False, dtypes.bool).scatter_flat(indices.reshape(indices.numel()).cast(dtypes.int64),
+                                                              Tensor.full((indices.numel(),), True, dtypes.bool))
+    scale = (named & (norm > max_norm)).where(max_norm / (norm + 1e-7), 1.0)
+    return w * scale.reshape(v, 1)
 
 
 # ---------------------------------------------------------------- out= forms with non-pattern names

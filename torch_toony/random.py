@@ -253,7 +253,8 @@ def native_dropout(x: Tensor, p: float, train: bool | None) -> tuple[Tensor, Ten
 
 
 def native_dropout_backward(grad: Tensor, mask: Tensor, scale: float) -> Tensor:
-    return mask.where(grad.cast(_acc(grad.dtype)) * scale, 0).cast(grad.dtype)
+    # in float (integer and bool gradients give float results, as on the CPU); the kernel casts to the result type
+    return mask.where(grad.cast(_acc(grad.dtype)) * scale, 0)
 
 
 def randperm_lazy(n: int, gen: torch.Generator | None) -> Tensor:

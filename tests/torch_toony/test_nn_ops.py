@@ -280,6 +280,35 @@ def test_embedding_backward(dtype: torch.dtype):
     both(lambda g, i: A.embedding_dense_backward(g, i, 10, -1, False), g[:, :0], idx[:, :0], dtype=dtype)
 
 
+@pytest.mark.parametrize("norm_type", [2.0, 1.0, 3.0, float("inf")])
+def test_embedding_max_norm_renormalizes_named_rows(norm_type: float):
+    weight = rand(10, 4) * 2
+    idx = torch.tensor([[1, 2, 1], [0, 9, 1]])
+
+    def run(w: torch.Tensor, i: torch.Tensor) -> tuple:
+        w = w.clone()
+        out = F.embedding(i, w, max_norm=1.5, norm_type=norm_type)
+        return out, w  # the weight rows that were looked up are renormalized in place
+
+    both(run, weight, idx)
+
+
+def test_batch_norm_out_forms_and_half_statistics():
+    x, w, b = rand(4, 3, 5), rand(3, seed=1), rand(3, seed=2)
+    rm, rv = rand(3, seed=3), rand(3, seed=4).abs() + 0.5
+
+    def out_form(x, w, b, rm, rv):
+        rm, rv = rm.clone(), rv.clone()
+        outs = [torch.empty(0, device=x.device) for _ in range(3)]
+        A.native_batch_norm.out(x, w, b, rm, rv, True, 0.1, 1e-5, out=outs[0], save_mean=outs[1],
+                                save_invstd=outs[2])
+        return (*outs, rm, rv)
+
+    both(out_form, x, w, b, rm, rv)
+    both(lambda *a: A._native_batch_norm_legit.no_stats(*a, True, 0.1, 1e-5), x.half(), w.half(), b.half(),
+         dtype=torch.float16)  # half statistics, as the CPU saves them
+
+
 # ---------------------------------------------------------------- sorting
 
 SORT_DTYPES = [torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.float16,

@@ -279,6 +279,11 @@ def test_dropout_edges():
     assert torch.equal(a, F.dropout(x, 0.5, training=True).cpu())
     h = torch.randn(1000, dtype=torch.float16).to(DEV)
     assert F.dropout(h, 0.5, training=True).dtype == torch.float16
+    # the backward of an integer or bool gradient is float, as on the CPU
+    g, m = torch.tensor([True, True, False]), torch.tensor([True, False, True])
+    want = torch.ops.aten.native_dropout_backward(g, m, 2.0)
+    got = torch.ops.aten.native_dropout_backward(g.to(DEV), m.to(DEV), 2.0)
+    assert got.dtype == want.dtype and torch.equal(got.cpu(), want)
 
 
 @pytest.mark.parametrize("n", [0, 1, 2, 37, 1000])
