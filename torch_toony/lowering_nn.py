@@ -13,12 +13,16 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import torch
+
 from toony_core import Tensor, dtypes
 
 from . import extra_kernels
 from .lowering import lowers
 
 # ---------------------------------------------------------------- helpers
+
+_TORCH_HALF = {dtypes.float16: torch.float16, dtypes.bfloat16: torch.bfloat16}
 
 
 def _acc(x: Tensor) -> Tensor:
@@ -326,17 +330,25 @@ for _n in ("nll_loss_backward.default", "nll_loss2d_backward.default"):
     lowers(_n)(_nll_backward)
 
 
+def _rounded(v: Tensor, dt: Any) -> Tensor:
+    """v (float32) rounded to the half type dt and back: where the CPU kernel computes a step in dt itself."""
+    return v.cast(dt).cast(v.dtype) if dt in (dtypes.float16, dtypes.bfloat16) else v
+
+
 @lowers("mse_loss.default", pointwise=True)
 def mse_loss(x: Tensor, target: Tensor, reduction: int = 1) -> Tensor:
-    d = _acc(x) - _acc(target)
-    return _reduce(d * d, reduction)
+    # the CPU kernel computes (a - b) * (a - b) in the input type, then reduces in float32
+    d = _rounded(_acc(x) - _acc(target), x.dtype)
+    return _reduce(_rounded(d * d, x.dtype), reduction)
 
 
 @lowers("mse_loss_backward.default", pointwise=True)
 def mse_loss_backward(grad: Tensor, x: Tensor, target: Tensor, reduction: int) -> Tensor:
-    d = _acc(x) - _acc(target)
+    # the CPU kernel: norm * (a - b) * grad, each step in the input type
+    d = _rounded(_acc(x) - _acc(target), x.dtype)
     scale = 2 / d.numel() if reduction == 1 and d.numel() else 2
-    return d * scale * _acc(grad)
+    norm = float(torch.tensor(scale, dtype=_TORCH_HALF.get(x.dtype, torch.float64)))
+    return _rounded(norm * d, x.dtype) * _acc(grad)
 
 
 def _bce_terms(x: Tensor, target: Tensor) -> Tensor:
