@@ -153,24 +153,36 @@ _meta_lib = torch.library.Library("aten", "IMPL")  # noqa: TOR901 - meta kernels
 _register_overrideable_meta()
 
 
-# elements of partial sums a weight or bias gradient may keep (16 MiB of float32)
+# elements of partial sums a weight or bias gradient may keep (16 MiB of float32), and how many partial sums
+# each output gets at most
 PARTIALS_BUDGET = 1 << 22
+MAX_PARTIALS = 64
 
 
 def _blocked_sum(t: Tensor, spatial: tuple[int, ...], acc: DType) -> Tensor:
-    """t summed over the batch (axis 0) and the spatial axes, keeping them. A float sum of batch * positions
-    terms in one loop loses accuracy as it grows (twice torch's error at 8 x 32 x 32), so it is blocked: up to
-    `blocks` partial sums over slices of the batch, then their sum (one more small kernel)."""
-    n = t.shape[0]
+    """t summed over the batch (axis 0) and the (adjacent) spatial axes, keeping them. A float sum of
+    batch * positions terms in one loop loses accuracy as it grows (twice torch's error at 8 x 32 x 32), so it
+    is blocked: partial sums over blocks of the batch, and of the first spatial axis when the batch is small,
+    then their sum (one more small kernel)."""
+    n, a0 = t.shape[0], spatial[0]
+    s0 = t.shape[a0]
     out_numel = t.numel() // (n * math.prod(t.shape[a] for a in spatial))
-    blocks = min(n, PARTIALS_BUDGET // max(out_numel, 1))
-    if blocks <= 1 or not acc.is_float:
+    most = min(MAX_PARTIALS, PARTIALS_BUDGET // max(out_numel, 1))
+    b1 = min(n, most)
+    b2 = min(s0, most // max(b1, 1))
+    if b1 * b2 <= 1 or not acc.is_float:
         return t.sum((0, *spatial), True, acc)
-    per = -(-n // blocks)
-    blocks = -(-n // per)
-    t = t.pad([(0, blocks * per - n)] + [(0, 0)] * (t.ndim - 1)).reshape(blocks, per, *t.shape[1:])
-    partial = t.sum((1, *(a + 1 for a in spatial)), True, acc)
-    return partial.sum(0, True, acc).reshape(1, *partial.shape[2:])
+    per1, per2 = -(-n // b1), -(-s0 // b2)
+    b1, b2 = -(-n // per1), -(-s0 // per2)
+    pads = [(0, 0)] * t.ndim
+    pads[0], pads[a0] = (0, b1 * per1 - n), (0, b2 * per2 - s0)
+    # axis 0 -> (b1, per1) and axis a0 -> (b2, per2): sum the within-block axes with the other spatial axes,
+    # then the block axes
+    shape = [b1, per1, *t.shape[1:a0], b2, per2, *t.shape[a0 + 1:]]
+    blocked = t.pad(pads).reshape(shape)
+    partial = blocked.sum((1, a0 + 2, *(a + 2 for a in spatial[1:])), True, acc)
+    total = partial.sum((0, a0 + 1), True, acc)
+    return total.reshape([m for a, m in enumerate(total.shape) if a not in (0, a0 + 1)])
 
 
 def _conv_weight_grad(go: Tensor, x: Tensor, weight: Tensor, stride: Ints, padding: Ints, dilation: Ints,

@@ -220,7 +220,8 @@ def realize_count(fn: Callable[[], Any]) -> int:
 def test_conv_kernel_counts() -> None:
     """A convolution (with its bias) is one kernel: the window view and the weight product fuse into the
     reduction, with no im2col buffer; so is the input gradient of a stride-1 convolution and a pool. The weight
-    gradient is two: partial sums over blocks of the batch, then their sum (blocked summation, for accuracy)."""
+    gradient is two: partial sums over blocks of the batch and rows, then their sum (blocked summation, for
+    accuracy)."""
     x, w, b = (t.to(DEV) for t in (rand(2, 4, 9, 8), rand(6, 4, 3, 3, seed=1), rand(6, seed=2)))
     torch.toony.synchronize()
     assert realize_count(lambda: F.conv2d(x, w, b, padding=1)) == 1
@@ -228,7 +229,6 @@ def test_conv_kernel_counts() -> None:
     args = ([6], [1, 1], [1, 1], [1, 1], False, [0, 0], 1)
     assert realize_count(lambda: A.convolution_backward(go, x, w, *args, [True, False, False])[0]) == 1
     assert realize_count(lambda: A.convolution_backward(go, x, w, *args, [False, True, False])[1]) == 2
-    assert realize_count(lambda: A.convolution_backward(go[:1], x[:1], w, *args, [False, True, False])[1]) == 1
     assert realize_count(lambda: F.max_pool2d(x, 2)) == 1
     assert realize_count(lambda: F.avg_pool2d(x, 3, 2, 1)) == 1
 
