@@ -94,7 +94,8 @@ def set_siblings(outputs: list[torch.Tensor]) -> None:
 
 def realize_storages(addrs: list[int]) -> None:
     """Run the pending values of these storages together (one schedule: shared work fuses)."""
-    addrs = list(dict.fromkeys(s for a in addrs for s in _siblings.get(a, (a,))))
+    # a sibling output may have been freed since (an op's discarded outputs): only live ones are realized
+    addrs = list(dict.fromkeys(s for a in addrs for s in _siblings.get(a, (a,)) if s == a or storage.is_live(s)))
     entries = [storage.entry(a) for a in addrs if storage.entry(a).pending is not None]
     if not entries:
         return
