@@ -406,3 +406,32 @@ def adaptive_max_pool2d_backward(grad_output: Tensor, x: Tensor, indices: Tensor
 @lowers("adaptive_max_pool3d_backward.default")
 def adaptive_max_pool3d_backward(grad_output: Tensor, x: Tensor, indices: Tensor) -> Tensor:
     return _adaptive_max_backward(grad_output, x, indices, 3)
+
+
+# ---------------------------------------------------------------- max unpooling
+
+def _max_unpool(x: Tensor, indices: Tensor, output_size: Ints, d: int) -> Tensor:
+    """out[..., indices[..., i]] = x[..., i] in each (zeroed) output plane: a scatter. Where several inputs
+    name the same position one of them lands (torch's CPU kernel keeps the last; which one here is not
+    specified); an index outside the plane writes nothing (torch raises)."""
+    size = tuple(output_size)[-d:]
+    lead = x.shape[:x.ndim - d]
+    plane, rows = math.prod(size), math.prod(lead)
+    if (z := zeros_if_empty((*lead, *size), x.dtype, x)) is not None:
+        return z
+    per = x.numel() // max(rows, 1)
+    idx = indices.cast(dtypes.int64).reshape(rows, per)
+    inside = (idx >= 0) & (idx < plane)
+    flat = inside.where(idx + Tensor.arange(rows).reshape(rows, 1) * plane, rows * plane)  # past the end: dropped
+    out = Tensor.zeros((rows * plane + 1,), x.dtype).scatter_flat(flat, x.reshape(rows, per))
+    return out.shrink(((0, rows * plane),)).reshape(*lead, *size)
+
+
+@lowers("max_unpool2d.default")
+def max_unpool2d(x: Tensor, indices: Tensor, output_size: Ints) -> Tensor:
+    return _max_unpool(x, indices, output_size, 2)
+
+
+@lowers("max_unpool3d.default")
+def max_unpool3d(x: Tensor, indices: Tensor, output_size: Ints, stride: Ints, padding: Ints) -> Tensor:
+    return _max_unpool(x, indices, output_size, 3)

@@ -1,4 +1,4 @@
-"""Lowerings for upsampling: nearest, nearest-exact and (bi/tri)linear, 1d/2d/3d, and their backward.
+"""Lowerings for upsampling: nearest, nearest-exact, (bi/tri)linear (1d/2d/3d) and bicubic, and their backward.
 
 Source positions and weights depend only on sizes and scales, so they are computed once on the host exactly as
 torch's CPU kernels compute them (same float type and formula) and cached as small constant tables. The
@@ -97,6 +97,34 @@ def _stored(w: np.ndarray, dtype: str) -> np.ndarray:
 
 
 @functools.cache
+def _cubic_taps(size: int, out: int, align_corners: bool, scale: float | None, dtype: str) \
+        -> tuple[np.ndarray, np.ndarray]:
+    """For each output position: four source positions (clamped into range) and their weights, as torch's
+    compute_indices_weights_cubic computes them (Keys' cubic with A = -0.75, in opmath, stored in the dtype)."""
+    ft = np.float64 if dtype == "float64" else np.float32
+    o = np.arange(out)
+    if align_corners:
+        ratio = ft(size - 1) / ft(out - 1) if out > 1 else ft(0)
+        src = (ratio * o.astype(ft)).astype(ft)
+    else:  # no clamp at 0 for cubic
+        src = _mul_sub(_scale(size, out, scale, ft), o.astype(ft) + ft(0.5), ft(0.5), ft)
+    i0 = np.minimum(np.floor(src).astype(np.int64), size - 1)
+    t = np.minimum(np.maximum(src - i0.astype(ft), ft(0)), ft(1)).astype(ft)
+    a = ft(-0.75)
+
+    def near(x: np.ndarray) -> np.ndarray:  # |x| <= 1
+        return (((a + ft(2)) * x - (a + ft(3))) * x * x + ft(1)).astype(ft)
+
+    def far(x: np.ndarray) -> np.ndarray:  # 1 < |x| < 2
+        return (((a * x - ft(5) * a) * x + ft(8) * a) * x - ft(4) * a).astype(ft)
+
+    u = (ft(1) - t).astype(ft)
+    w = np.stack([far((t + ft(1)).astype(ft)), near(t), near(u), far((u + ft(1)).astype(ft))], 1)
+    idx = np.clip(i0[:, None] + np.arange(4)[None, :] - 1, 0, size - 1)
+    return idx, _stored(w, dtype)
+
+
+@functools.cache
 def _device_table(key: tuple, kind: str) -> Tensor:
     """The cached constant table `kind` for a table key (see _forward_tables / _inverse_tables)."""
     idx, w, mask = _inverse_tables(*key) if kind.startswith("inverse") else (*_forward_tables(*key), None)
@@ -108,6 +136,8 @@ def _forward_tables(mode: str, size: int, out: int, align_corners: bool, scale: 
         -> tuple[np.ndarray, np.ndarray]:
     if mode == "linear":
         return _linear_taps(size, out, align_corners, scale, dtype)
+    if mode == "cubic":
+        return _cubic_taps(size, out, align_corners, scale, dtype)
     idx = _nearest_index(size, out, scale, mode == "nearest-exact")[:, None]
     return idx, np.ones(idx.shape, np.float64 if dtype == "float64" else np.float32)
 
@@ -134,7 +164,7 @@ def _inverse_tables(mode: str, size: int, out: int, align_corners: bool, scale: 
 
 def _integer_upscale(mode: str, size: int, out: int, scale: float | None) -> int | None:
     """k when nearest upsampling repeats every source position exactly k times in order (pure movement)."""
-    if mode == "linear" or size == 0 or out % size:
+    if not mode.startswith("nearest") or size == 0 or out % size:
         return None
     k = out // size
     return k if np.array_equal(_forward_tables(mode, size, out, False, scale, "float32")[0][:, 0],
@@ -168,7 +198,7 @@ def _upsample(x: Tensor, mode: str, d: int, output_size: Ints, align_corners: bo
     wdt = ("float64" if x.dtype == dtypes.float64 else "float32") if corners else x.dtype.name
     keys = [(mode, s, o, align_corners, sc, wdt) for s, o, sc in zip(size, out, scales)]
     vals = gather_windows(x, [_device_table(k, "index") for k in keys])  # (*lead, *out, *taps)
-    if mode != "linear":
+    if mode.startswith("nearest"):
         return vals.reshape(*lead, *out)
     acc = acc_dtype(x.dtype) if x.dtype.is_float else dtypes.float32
     vals = vals.cast(acc)
@@ -178,8 +208,9 @@ def _upsample(x: Tensor, mode: str, d: int, output_size: Ints, align_corners: bo
     def tap(t: Tensor, ax: int, j: int) -> Tensor:
         return t.shrink([(j, j + 1) if a == ax else (0, m) for a, m in enumerate(t.shape)])
 
-    weights = [[_along(tap(_device_table(k, "weight").cast(acc), 1, j), i, n, d, vals.ndim, False) for j in (0, 1)]
-               for i, k in enumerate(keys)]
+    taps = vals.shape[n + d]
+    weights = [[_along(tap(_device_table(k, "weight").cast(acc), 1, j), i, n, d, vals.ndim, False)
+                for j in range(taps)] for i, k in enumerate(keys)]
     if corners:  # w00 * x00 + w01 * x01 + w10 * x10 + w11 * x11, w_ab = wh_a * ww_b
         total: Tensor | None = None
         for a, b in ((0, 0), (0, 1), (1, 0), (1, 1)):
@@ -187,9 +218,12 @@ def _upsample(x: Tensor, mode: str, d: int, output_size: Ints, align_corners: bo
             total = term if total is None else total + term
         assert total is not None
         vals = total
-    else:  # nested, the last dim first: t0 * w0 + t1 * w1 at each level
+    else:  # nested, the last dim first: t0 * w0 + t1 * w1 (+ t2 * w2 + t3 * w3 for cubic) at each level
         for i in reversed(range(d)):
-            vals = tap(vals, n + d + i, 0) * weights[i][0] + tap(vals, n + d + i, 1) * weights[i][1]
+            level = tap(vals, n + d + i, 0) * weights[i][0]
+            for j in range(1, taps):
+                level = level + tap(vals, n + d + i, j) * weights[i][j]
+            vals = level
     if not x.dtype.is_float:  # uint8 (the one integer dtype torch interpolates) rounds to nearest
         vals = (vals + 0.5).floor().clip(0, 255)
     return vals.cast(x.dtype).reshape(*lead, *out)
@@ -218,7 +252,7 @@ def _upsample_backward(go: Tensor, mode: str, d: int, output_size: Ints, input_s
     for i, k in enumerate(keys):
         m = _along(_device_table(k, "inverse mask"), i, n, d, vals.ndim, True)
         mask = m if mask is None else mask & m
-        if mode == "linear":
+        if not mode.startswith("nearest"):
             w = _along(_device_table(k, "inverse weight").cast(acc), i, n, d, vals.ndim, True)
             weight = w if weight is None else weight * w
     assert mask is not None
@@ -250,3 +284,4 @@ for _d, _suffix in ((1, "1d"), (2, "2d"), (3, "3d")):
 _register("linear", "upsample_linear1d", 1, True)
 _register("linear", "upsample_bilinear2d", 2, True)
 _register("linear", "upsample_trilinear3d", 3, True)
+_register("cubic", "upsample_bicubic2d", 2, True)

@@ -343,6 +343,17 @@ def test_adaptive_pool_1d_3d_max() -> None:
     with_grads(lambda x: F.adaptive_max_pool3d(x, (2, 3, 4), return_indices=True), rand(1, 2, 3, 7, 6))
 
 
+# ---------------------------------------------------------------- max unpooling
+
+def test_max_unpool() -> None:
+    def unpool2d(x: torch.Tensor) -> torch.Tensor:
+        return F.max_unpool2d(*F.max_pool2d(x, 2, return_indices=True), 2, output_size=(9, 8))
+
+    with_grads(unpool2d, rand(2, 3, 9, 8))
+    with_grads(lambda x: F.max_unpool1d(*F.max_pool1d(x, 3, return_indices=True), 3), rand(2, 3, 10))
+    with_grads(lambda x: F.max_unpool3d(*F.max_pool3d(x, 2, return_indices=True), 2), rand(1, 2, 4, 6, 4))
+
+
 # ---------------------------------------------------------------- upsampling
 
 UPSAMPLE = {
@@ -354,6 +365,9 @@ UPSAMPLE = {
     "bilinear_size": dict(size=(13, 5), mode="bilinear"),
     "bilinear_align": dict(size=(13, 5), mode="bilinear", align_corners=True),
     "bilinear_scale": dict(scale_factor=(1.7, 0.6), mode="bilinear"),
+    "bilinear_large": dict(size=(70, 61), mode="bilinear"),  # torch's other bilinear kernel (h + w > 128)
+    "bicubic_size": dict(size=(13, 5), mode="bicubic"),
+    "bicubic_align": dict(scale_factor=1.7, mode="bicubic", align_corners=True),
 }
 
 
@@ -369,6 +383,8 @@ def test_upsample_1d_3d_dtypes() -> None:
     with_grads(lambda x: F.interpolate(x, scale_factor=2, mode="nearest"), rand(1, 2, 2, 4, 5))
     for dt in (torch.float64, torch.float16, torch.bfloat16):
         with_grads(lambda x: F.interpolate(x, size=(9, 13), mode="bilinear"), rand(2, 3, 6, 7, dtype=dt), dtype=dt)
+        with_grads(lambda x: F.interpolate(x, size=(9, 13), mode="bicubic"), rand(2, 3, 6, 7, dtype=dt), dtype=dt)
+        with_grads(lambda x: F.interpolate(x, size=13, mode="linear"), rand(2, 3, 6, dtype=dt), dtype=dt)
     x = torch.randint(0, 256, (2, 3, 6, 7), dtype=torch.uint8)
     close(F.interpolate(x.to(DEV), size=(9, 13)), F.interpolate(x, size=(9, 13)))
     # torch's uint8 bilinear kernel uses fixed-point weights; toony rounds the float result: within one step
