@@ -286,7 +286,11 @@ def render(sink: UOp, name: str, param_dtypes: dict[int, DType] | None = None) -
             return f"{dt.cname} {names[u]} = ({b}==0?0:{fix}{ALU[u.op](a, safe, dt)});"
         if u.op in ALU:
             operand_dt = u.src[-1].dtype if u.op is Ops.WHERE else u.src[0].dtype
-            return f"{dt.cname} {names[u]} = {ALU[u.op](*(ref(s) for s in u.src), operand_dt)};"
+            expr = ALU[u.op](*(ref(s) for s in u.src), operand_dt)
+            if dt in (dtypes.float16, dtypes.bfloat16) and u.op is not Ops.WHERE:
+                # 16-bit floats compute in float but every op's result is rounded, as eager torch does per op
+                expr = _cast_expr(expr, dtypes.float32, dt)
+            return f"{dt.cname} {names[u]} = {expr};"
         raise ToonyError(f"render: no OpenCL for {u.op}")
 
     emit(linearize(sink), 1)

@@ -295,6 +295,11 @@ class Tensor:
     def _float_unary(self, op: Ops) -> Tensor:
         return self.cast(self._float_dtype())._unary(op)
 
+    def _wide(self) -> Tensor:
+        """The tensor a composite op computes on: 16-bit floats widen to float32, so the composite rounds
+        once at the end like one op (each primitive op on a 16-bit float rounds its own result)."""
+        return self.cast(dtypes.float32) if self.dtype in (dtypes.float16, dtypes.bfloat16) else self
+
     def neg(self) -> Tensor:
         if self.dtype == dtypes.bool:
             raise TypeError("negation is not defined for bool tensors; use logical_not")
@@ -319,7 +324,7 @@ class Tensor:
 
     def sigmoid(self) -> Tensor:
         x = self.cast(self._float_dtype())
-        return (1 + (-x).exp()).reciprocal()
+        return (1 + (-x._wide()).exp()).reciprocal().cast(x.dtype)
 
     def relu(self) -> Tensor:
         return self.maximum(0)
@@ -342,6 +347,8 @@ class Tensor:
     def floordiv(self, other: Tensor | Scalar, reverse: bool = False) -> Tensor:
         """Floor division (Python's //): rounds toward negative infinity for ints and floats."""
         a, b = self._operands(other, reverse)
+        if a.dtype in (dtypes.float16, dtypes.bfloat16):
+            return a._wide().floordiv(b._wide()).cast(a.dtype)
         if a.dtype.is_float:
             # Python's definition, so that a == (a // b) * b + a % b: from fmod, not from a rounded a / b
             mod = a.fmod(b)
@@ -362,6 +369,8 @@ class Tensor:
     def mod(self, other: Tensor | Scalar, reverse: bool = False) -> Tensor:
         """Python's % (torch.remainder): the result takes the sign of the divisor."""
         a, b = self._operands(other, reverse)
+        if a.dtype in (dtypes.float16, dtypes.bfloat16):
+            return a._wide().mod(b._wide()).cast(a.dtype)
         if a.dtype == dtypes.bool:
             raise TypeError("remainder is not defined for bool tensors")
         r = Tensor(a.uop.alu(Ops.MOD, b.uop))
@@ -494,8 +503,9 @@ class Tensor:
 
     def softmax(self, axis: int = -1) -> Tensor:
         x = self.cast(self._float_dtype())
-        e = (x - x.max(axis, keepdim=True)).exp()
-        return e / e.sum(axis, keepdim=True)
+        w = x._wide()
+        e = (w - w.max(axis, keepdim=True)).exp()
+        return (e / e.sum(axis, keepdim=True)).cast(x.dtype)
 
     # ---- indirect access ----
     def take(self, flat_index: Tensor) -> Tensor:

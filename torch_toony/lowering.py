@@ -31,7 +31,8 @@ class Lowering:
         if self.compare:
             vals = [a for a in args if isinstance(a, (torch.Tensor, bool, int, float))]
             return torch.result_type(*vals[:2]) if len(vals) >= 2 else vals[0].dtype
-        return meta.dtype
+        # torch computes a 16-bit float op in float32 and rounds its result once (its "opmath" type)
+        return torch.float32 if meta.dtype in (torch.float16, torch.bfloat16) else meta.dtype
 
 
 LOWERINGS: dict[str, Lowering] = {}
