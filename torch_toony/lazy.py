@@ -16,6 +16,7 @@ from toony_core import Tensor as Lazy
 from toony_core.realize import Stats
 from toony_core.realize import realize as realize_many
 from toony_core.runtime import Buffer
+from toony_core.scheduler import realized
 from toony_core.uop import Ops
 
 from . import metrics, storage
@@ -30,6 +31,7 @@ _readers: dict[int, set[int]] = {}  # storage -> pending storages whose values r
 _size: dict[int, int] = {}  # pending storage -> ops in its graph (an estimate)
 _owner: weakref.WeakKeyDictionary[Buffer, int] = weakref.WeakKeyDictionary()  # buffer -> the storage it backs
 _siblings: dict[int, tuple[int, ...]] = {}  # pending storage -> all outputs of the op call that made it
+_pending_inputs: dict[int, set[int]] = {}  # pending storage -> the pending storages its value embeds
 
 
 def addr_of(t: torch.Tensor) -> int:
@@ -64,16 +66,19 @@ def set_pending(out: torch.Tensor, value: Lazy, inputs: list[torch.Tensor]) -> N
     e = storage.entry(addr)
     e.pending = value.reshape(value.numel())
     e.buffer = None
-    reads = set()
+    reads, embeds = set(), set()
     size = 1 + len(value.uop.src)
     for t in inputs:
         if not t.is_cpu and t.numel():  # toony tensors (0-d CPU scalars are constants in the graph)
             a = addr_of(t)
             if (r := _reads.get(a)) is not None:
                 reads |= r
+                embeds.add(a)
                 size += _size.get(a, 0)
             else:
                 reads.add(a)
+    embeds.discard(addr)
+    _pending_inputs[addr] = embeds
     reads.discard(addr)
     reads = {a for a in reads if storage.is_live(a)}  # a freed storage is never written again: no reader to track
     _reads[addr], _size[addr] = reads, size
@@ -94,16 +99,29 @@ def set_siblings(outputs: list[torch.Tensor]) -> None:
 
 def realize_storages(addrs: list[int]) -> None:
     """Run the pending values of these storages together (one schedule: shared work fuses)."""
-    # a sibling output may have been freed since (an op's discarded outputs): only live ones are realized
-    addrs = list(dict.fromkeys(s for a in addrs for s in _siblings.get(a, (a,)) if s == a or storage.is_live(s)))
-    entries = [storage.entry(a) for a in addrs if storage.entry(a).pending is not None]
+    # a sibling output may have been freed since (an op's discarded outputs): only live ones are realized.
+    # Live pending values embedded in these graphs are realized with them (as outputs of the same kernels):
+    # a tensor still alive is likely read again, and a training loop's graphs must not grow step by step
+    todo, seen = list(addrs), set()
+    while todo:
+        a = todo.pop()
+        if a in seen or not (a in addrs or storage.is_live(a)):
+            continue
+        seen.add(a)
+        todo.extend(_siblings.get(a, ()))
+        todo.extend(_pending_inputs.get(a, ()))
+    entries = [storage.entry(a) for a in seen if storage.entry(a).pending is not None]
     if not entries:
         return
     values = [e.pending for e in entries]
+    roots = [v.uop for v in values]
     before = Stats.kernels_launched
     realize_many(*values)
     metrics.count_kernels(Stats.kernels_launched - before)
-    for e, v in zip(entries, values):
+    for e, v, root in zip(entries, values, roots):
+        # the storage owns its buffer and may write it in place: the buffer must not stand in for the pure
+        # value elsewhere (an identical pending graph in another storage computes its own)
+        realized.pop(root, None)
         _finish(e, v)
 
 
@@ -125,6 +143,7 @@ def _finish(e: storage.StorageEntry, value: Lazy) -> None:
 
 def _forget(addr: int) -> None:
     _siblings.pop(addr, None)
+    _pending_inputs.pop(addr, None)
     for a in _reads.pop(addr, ()):
         if a in _readers:
             _readers[a].discard(addr)
