@@ -102,6 +102,7 @@ def realize_storages(addrs: list[int]) -> None:
     # a sibling output may have been freed since (an op's discarded outputs): only live ones are realized.
     # Live pending values embedded in these graphs are realized with them (as outputs of the same kernels):
     # a tensor still alive is likely read again, and a training loop's graphs must not grow step by step
+    storage.drain_freed()  # temporaries that died already (x * 2 in (x * 2 + 1).sum()) are not kept
     todo, seen = list(addrs), set()
     while todo:
         a = todo.pop()

@@ -61,13 +61,6 @@ def bits(t: torch.Tensor) -> torch.Tensor:
     return t.detach().cpu().contiguous().reshape(-1).view(torch.uint8)
 
 
-ALIAS_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="bugs_core.md 'equal-pending-values-share-a-mutated-buffer': a realized pure value's buffer stays in "
-    "toony_core's realized cache after a storage takes it and mutates it",
-)
-
-
 # --- mixing devices --------------------------------------------------------------------
 
 
@@ -408,7 +401,6 @@ def test_no_stale_read_through_a_view() -> None:
     assert torch.equal(base.cpu(), want)
 
 
-@ALIAS_BUG
 def test_write_into_a_pending_tensor_through_a_view() -> None:
     """Writing part of a storage whose value is still pending keeps the rest of the pending value."""
     a = torch.arange(8.0).to(DEV) + 100  # pending
@@ -418,7 +410,6 @@ def test_write_into_a_pending_tensor_through_a_view() -> None:
     assert torch.equal(b.cpu(), torch.arange(8.0) + 100)
 
 
-@ALIAS_BUG
 def test_equal_fresh_tensors_do_not_alias() -> None:
     """Two tensors with equal pending values (torch.zeros twice) are two storages: writing one leaves the
     other alone (AdamW's exp_avg_sq of equal-sized parameters)."""
