@@ -4,11 +4,11 @@ Two counters are checked: `torch.toony.memory_allocated()` (bytes of toony stora
 C++ allocator's table) and `toony_core.runtime.memory_allocated()` (bytes of live OpenCL buffers, which also
 counts buffers a pending lazy graph keeps alive after torch freed the storage).
 
-The issue asks for a 10,000-step training loop. A toony eager step of even a tiny model costs tens of
-milliseconds on this 2-core PoCL machine, so the test runs TOONY_MEMORY_STEPS steps (default 200) and requires
-the counters (and the number of live storages) to be exactly equal to their post-warm-up values at every 10th
-step: a slope of zero, which no leak of even one byte per step survives. TOONY_MEMORY_STEPS=10000 runs the
-issue's full length.
+The issue asks for a 10,000-step training loop. A toony eager step of the tiny model costs ~26 ms on this
+2-core PoCL machine, so the test runs TOONY_MEMORY_STEPS steps (default 500) and requires the counters (and
+the number of live storages) to be exactly equal to their post-warm-up values at every 100th step: a slope of
+zero, which no leak of even one byte per step survives. TOONY_MEMORY_STEPS=10000 runs the issue's full
+length (measured: 261 s, 908 torch bytes / 908 device bytes / 14 storages at every 500th step).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from toony_core import runtime
 from torch_toony import lazy, storage
 
 DEV = "toony"
-STEPS = int(os.environ.get("TOONY_MEMORY_STEPS", "200"))  # a multiple of 10
+STEPS = int(os.environ.get("TOONY_MEMORY_STEPS", "500"))  # a multiple of 100
 
 
 def settle() -> tuple[int, int]:
@@ -153,7 +153,7 @@ def test_training_loop_memory_is_flat() -> None:
     for i in range(STEPS):
         losses.append(_step(model, opt, x, y))
         torch.toony.synchronize()  # what the measurement needs; the loop without it is the next test
-        if i % 10 == 9:  # a full settle (several gc passes) every step would dominate the run time
+        if i % 100 == 99:  # a full settle (several gc passes) every step would dominate the run time
             seen.append((i, (*settle(), storage.live_entries())))
     changed = [(i, m) for i, m in seen if m != (*first, first_entries)]
     assert not changed, f"(torch bytes, device bytes, storages) after warm-up {(*first, first_entries)}; " \
