@@ -1,14 +1,17 @@
-"""Lowerings for max, average and adaptive average pooling (1d via 2d, 2d, 3d) and their backward.
+"""Lowerings for pooling and its backward: max, average, adaptive average and adaptive max pooling (2d, 3d;
+torch routes 1d through 2d), and max unpooling.
 
 Pools reduce over the window view of their (padded) input; their gradients reduce over the transposed window
 view of the output gradient (gathers: deterministic, no atomics). Max pooling's indices are a second
-reduction over the same windows, matching torch's choice of the first maximum (the last nan).
+reduction over the same windows, matching torch's choice of the first maximum (the last nan). Adaptive pools,
+whose bins are not strided, gather through constant tables of bin positions.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+from typing import Any
 
 import numpy as np
 
@@ -156,8 +159,8 @@ def _avg_divisor(size: tuple[int, ...], out: tuple[int, ...], kernel: tuple[int,
 
 
 def _avg_pool_parts(x_shape: Ints, d: int, kernel: Ints, stride: Ints, padding: Ints, ceil_mode: bool,
-                    count_include_pad: bool, divisor_override: int | None) \
-        -> tuple[tuple[int, ...], ...] | tuple:
+                    count_include_pad: bool, divisor_override: int | None) -> tuple[Any, ...]:
+    """(kernel, stride, padding, input size, output size, divisor: an int or a per-output array)."""
     kernel = expand(kernel, d)
     stride = expand(stride, d) if len(stride) else kernel
     padding = expand(padding, d)
@@ -211,14 +214,15 @@ def _avg_pool_backward(go: Tensor, x: Tensor, d: int, kernel: Ints, stride: Ints
         return z
     acc = acc_dtype(go.dtype)
     dilation = (1,) * d
-    taps = transposed_taps(go, size, kernel, stride, padding, dilation, 0)
-    if taps.kernel_index is None:  # a window view: dividing first fuses into it
+    if all(st == 1 for st in stride):  # a window view: dividing first fuses into it
         win = transposed_taps(_divide(go.cast(acc), div, 0), size, kernel, stride, padding, dilation, 0).view
-    elif isinstance(div, int):
-        win = taps.view.cast(acc) / div
     else:  # gathers read memory: divide each gathered value by its window's divisor, gathered alike
-        divs = transposed_taps(cached_const(div.astype(np.float64)), size, kernel, stride, padding, dilation, 1)
-        win = taps.view.cast(acc) / divs.view.cast(acc)
+        win = transposed_taps(go, size, kernel, stride, padding, dilation, 0).view.cast(acc)
+        if isinstance(div, int):
+            win = win / div
+        else:
+            d_taps = transposed_taps(cached_const(div.astype(np.float64)), size, kernel, stride, padding, dilation, 1)
+            win = win / d_taps.view.cast(acc)
     return win.sum(tuple(range(win.ndim - d, win.ndim)), True, acc).cast(x.dtype).reshape(x.shape)
 
 
