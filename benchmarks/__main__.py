@@ -29,7 +29,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
                    help="keep inductor's and toony's on-disk compile caches (first calls are then not cold compiles)")
     p.add_argument("--no-limits", action="store_true", help="skip measuring the machine's limits")
     p.add_argument("--budget", type=float, default=None,
-                   help="seconds of timed calls per workload and backend (default 3, quick 0.3)")
+                   help="seconds of timed calls per workload and backend (default 2, quick 0.3)")
     p.add_argument("--limit", type=int, default=None,
                    help="seconds after which one workload on one backend is reported as a Timeout (default 300)")
     return p.parse_args(argv)
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         backends.insert(0, "eager")  # every speedup is relative to it
     backends = [b for b in runner.BACKENDS if b in backends]
     workloads = by_name(args.only.split(",")) if args.only else list(WORKLOADS)
-    budget = args.budget if args.budget is not None else (0.3 if args.quick else 3.0)
+    budget = args.budget if args.budget is not None else (0.3 if args.quick else 2.0)
     limit = args.limit if args.limit is not None else (120 if args.quick else 300)
 
     warnings.filterwarnings("ignore", message="toony: .* runs on the CPU")  # counted per call in the table

@@ -152,7 +152,7 @@ def _throughput_table(suite: Suite) -> list[str]:
     return lines
 
 
-def _profile_rows(suite: Suite) -> tuple[list[str], list[str]]:
+def _profile_rows(suite: Suite, backend: str) -> tuple[list[str], list[str]]:
     lim = suite.limits
     copy = lim.device_copy_gbs if lim else None
     summary = ["| workload | kernels profiled | kernel time ms | call time ms | kernels' share of call | "
@@ -160,7 +160,7 @@ def _profile_rows(suite: Suite) -> tuple[list[str], list[str]]:
                "|---|---:|---:|---:|---:|---:|---:|---|"]
     details: list[str] = []
     for w in suite.workloads:
-        r = suite.results.get((w.name, "toony"))
+        r = suite.results.get((w.name, backend))
         if r is None or not r.ok or not r.profile:
             continue
         ktime = sum(k.seconds for k in r.profile)
@@ -223,6 +223,10 @@ def _targets(suite: Suite) -> list[str]:
     return lines
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def _behind(suite: Suite) -> list[str]:
     """One line per workload where toony compile is slower than inductor, with the facts that explain it."""
     lines = []
@@ -238,12 +242,18 @@ def _behind(suite: Suite) -> list[str]:
             continue
         facts = [f"{t.median_s / i.median_s:.1f}x slower than inductor ({_ms(t.median_s)} vs {_ms(i.median_s)} ms)"]
         if t.kernels is not None and i.kernels is not None:
-            facts.append(f"{t.kernels} kernels vs {i.kernels}")
+            facts.append(f"{_plural(t.kernels, 'kernel')} vs {i.kernels}")
+        case = suite.cases[w.name]
         if t.profile:
             ktime = sum(k.seconds for k in t.profile)
-            facts.append(f"kernels are {100 * ktime / t.median_s:.0f}% of the call")
+            facts.append(f"device time of the kernels {100 * ktime / t.median_s:.0f}% of the call")
             known = [k for k in t.profile if k.nbytes is not None]
-            if known and copy:
+            if case.flops and ktime > 0:
+                slow = max(t.profile, key=lambda k: k.seconds)
+                mm = f" (torch.mm: {suite.limits.torch_mm_gflops:.1f})" if suite.limits else ""
+                facts.append(f"they reach {case.flops / ktime / 1e9:.2f} GFLOP/s{mm}; the slowest, `{slow.name}`, "
+                             f"takes {100 * slow.seconds / ktime:.0f}% of the kernel time")
+            elif known and copy:
                 gbs = sum(k.nbytes for k in known) / max(sum(k.seconds for k in known), 1e-12) / 1e9
                 facts.append(f"they move {gbs:.2f} GB/s, {100 * gbs / copy:.0f}% of the device copy limit")
         if t.fallbacks:
@@ -264,7 +274,8 @@ def write_markdown(suite: Suite, path: Path, plot_name: str | None) -> None:
            "(`torch.compile(backend=\"inductor\")`), **toony compile** (`torch.compile(backend=\"toony\")`, model "
            "and inputs on the toony device) and **toony eager** (eager ops on the toony device). A toony call "
            "ends with `torch.toony.synchronize()`, so its time includes all its kernels. Times are medians of "
-           "timed calls after a first call and a warm-up call; *first call* includes compilation "
+           "at least 3 calls after the first call (the warm-up call counts as one, except on toony backends, "
+           "where it is profiled kernel by kernel instead); *first call* includes compilation "
            f"({caches}). toony eager forgets toony_core's memo of realized graphs before each call (it would "
            "otherwise hand back the previous call's buffer for the same graph on the same inputs), so every call "
            "computes. "
@@ -303,13 +314,23 @@ def write_markdown(suite: Suite, path: Path, plot_name: str | None) -> None:
             "Memory-bound workloads: the bytes any implementation must read and write, per second of a call "
             "(% of the device copy limit for toony, of torch's CPU copy for the CPU backends). Compute-bound "
             "workloads: useful GFLOP/s (% of torch.mm's).", ""] + _throughput_table(suite)
-    summary, details = _profile_rows(suite)
-    out += ["", "## toony compile, per kernel", "",
-            "One call at `TOONY_DEBUG=2` (OpenCL event times, one wait per kernel). Bytes are each kernel's "
-            "buffers (read once, written once): a lower bound on its traffic, so GB/s is what the kernel "
-            "achieves on the unique data it touches.", ""] + summary
-    if details:
-        out += ["", "<details><summary>every kernel</summary>", ""] + details + ["</details>"]
+    out += ["", "## toony, per kernel", "",
+            "The warm-up call of each toony backend ran at `TOONY_DEBUG=2` (OpenCL event times, one wait per "
+            "kernel; that call is not one of the timed calls). Bytes are each kernel's buffers (read once, written "
+            "once): a lower bound on its traffic, so GB/s is what the kernel achieves on the unique data it "
+            "touches, and *% of device copy* is that against the device copy limit. *Kernels' share of call* "
+            "is the kernels' device time over the median call time; the rest is host work (launches, Python, "
+            "the CPU fallbacks, synchronization); above 100% means the profiled call ran slower than the median. "
+            "Kernels whose buffers fit in the CPU caches can beat the copy limit, which is measured on "
+            f"{4 * lim.copy_floats // 2 ** 20 if lim else '?'} MB buffers.", ""]
+    for b in ("toony", "toony-eager"):
+        if b not in suite.backends:
+            continue
+        summary, details = _profile_rows(suite, b)
+        out += [f"### {BACKEND_LABELS[b]}", ""] + summary
+        if details:
+            out += ["", "<details><summary>every kernel</summary>", ""] + details + ["</details>"]
+        out.append("")
     out += ["", "## Targets (issue 4)", ""] + _targets(suite)
     out += ["", "## Where toony is behind and why", ""] + _behind(suite) + ["", WHY]
     path.write_text("\n".join(out).rstrip() + "\n")

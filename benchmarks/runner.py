@@ -50,7 +50,7 @@ class Result:
     fallbacks: int = 0  # toony CPU fallbacks per call
     max_err: float | None = None  # max |out - float64 reference| over every output
     error: str | None = None  # "ErrorKind: first line of the message" when the backend failed
-    profile: list[KernelTime] = field(default_factory=list)  # toony compile: each kernel of one call
+    profile: list[KernelTime] = field(default_factory=list)  # toony backends: each kernel of one call
 
     @property
     def ok(self) -> bool:
@@ -83,7 +83,8 @@ def make_step(case: Case, device: str, dtype: torch.dtype, backend: str | None) 
         fn = torch.compile(fn, backend=backend)
     if not case.train:
         def step() -> list[torch.Tensor]:
-            out = fn(*inputs)
+            with torch.no_grad():  # a forward workload is inference: no autograd graph, nothing saved for backward
+                out = fn(*inputs)
             return list(out) if isinstance(out, tuple | list) else [out]
         return step
     assert model is not None, "a training case needs a model"
@@ -179,24 +180,29 @@ def _measure(case: Case, backend: str, ref: list[torch.Tensor], time_budget_s: f
         res.kernels_note = f"{counts.generated} generated + {counts.extern} extern"
     del outs
 
-    outs = step()  # warm-up: a training step's second call is the first with every graph compiled
-    sync()
-    res.max_err = max_error(outs, ref)
-    del outs
+    # the warm-up call (a training step's second call is the first with every graph compiled) also gives the
+    # error and the kernels per call; a toony backend's is profiled kernel by kernel (its time is then no sample)
+    def call() -> list[torch.Tensor]:
+        out = step()
+        sync()
+        return out
 
     before = torch_toony.metrics()
     start = time.perf_counter()
-    outs = step()
-    sync()
-    one = time.perf_counter() - start
+    if on_toony:
+        outs, res.profile = toony_kernels.profile(call)
+    else:
+        outs = call()
+    warm = time.perf_counter() - start
     after = torch_toony.metrics()
+    res.max_err = max_error(outs, ref)
     del outs
     if on_toony:
         res.kernels = after["kernels"] - before["kernels"]
         res.fallbacks = sum(after["fallbacks"].values()) - sum(before["fallbacks"].values())
 
-    reps = max(3, min(max_reps, int(time_budget_s / max(one, 1e-9))))
-    times = []
+    times = [] if on_toony else [warm]
+    reps = max(3 - len(times), min(max_reps, int(time_budget_s / max(warm, 1e-9))))
     for _ in range(reps):
         start = time.perf_counter()
         outs = step()
@@ -204,11 +210,4 @@ def _measure(case: Case, backend: str, ref: list[torch.Tensor], time_budget_s: f
         times.append(time.perf_counter() - start)
         del outs
     res.median_s = statistics.median(times)
-    res.reps = reps
-
-    if backend == "toony":
-        def call() -> list[torch.Tensor]:
-            out = step()
-            sync()
-            return out
-        res.profile = toony_kernels.profile(call)
+    res.reps = len(times)

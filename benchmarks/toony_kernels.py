@@ -68,15 +68,14 @@ def _bytes_for(names: list[str]) -> tuple[int, ...] | None:
     return None
 
 
-def profile(call: Callable[[], Any]) -> list[KernelTime]:
-    """Run call() once at TOONY_DEBUG=2 and return every kernel it launched, in launch order."""
+def profile(call: Callable[[], Any]) -> tuple[Any, list[KernelTime]]:
+    """Run call() once at TOONY_DEBUG=2; return its result and every kernel it launched, in launch order."""
     out = io.StringIO()
     saved = os.environ.get("TOONY_DEBUG")
     os.environ["TOONY_DEBUG"] = "2"
     try:
         with redirect_stdout(out):
             result = call()
-            del result
     finally:
         if saved is None:
             del os.environ["TOONY_DEBUG"]
@@ -96,4 +95,4 @@ def profile(call: Callable[[], Any]) -> list[KernelTime]:
                 kernels.append(KernelTime(name, t, None if sizes is None else float(sizes[i])))
             pending = []
     kernels.extend(KernelTime(n, t, None) for n, t in pending)
-    return kernels
+    return result, kernels

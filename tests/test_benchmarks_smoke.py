@@ -29,7 +29,7 @@ def test_quick_suite_on_one_workload(tmp_path: Path) -> None:
         assert f"| tiny | {label} | " in md
     assert "**failed**" not in md, md
     assert "## Machine limits (this run)" in md and "GFLOP/s" in md
-    assert "## toony compile, per kernel" in md and "`E_10_10`" in md
+    assert "## toony, per kernel" in md and "`E_10_10`" in md
     assert "Compiled-call overhead" in md
     has_matplotlib = importlib.util.find_spec("matplotlib") is not None
     assert (tmp_path / "benchmarks.png").exists() == has_matplotlib
