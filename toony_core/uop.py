@@ -412,7 +412,10 @@ def graph_rewrite(root: UOp, pm: PatternMatcher, ctx: Any = None) -> UOp:
             memo[c] = node
         return node
 
-    return rewrite(root)
+    try:
+        return rewrite(root)
+    finally:
+        memo.clear()  # `rewrite` refers to itself (a cycle only gc frees): it must not keep the graph alive
 
 
 def walk(u: UOp) -> Iterator[UOp]:
