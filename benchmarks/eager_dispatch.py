@@ -24,6 +24,22 @@ def per_call_us(fn: Callable[[], object], n: int = 2000) -> float:
     return (time.perf_counter() - start) / n * 1e6
 
 
+def measure(name: str, fn: Callable[[torch.Tensor, torch.Tensor], object], shape: tuple[int, int]) \
+        -> tuple[float, float, float]:
+    """(CPU eager, toony dispatch only, toony including realize and a one-element read back), in us."""
+    cpu = [torch.randn(shape), torch.randn(shape)]
+    dev = [t.to("toony") for t in cpu]
+    t_cpu = per_call_us(lambda: fn(*cpu))
+    t_lazy = per_call_us(lambda: fn(*dev))
+    torch.toony.synchronize()
+
+    def realized() -> object:
+        out = fn(*dev)
+        return (out if name != "add_ (in place)" else dev[0]).reshape(-1)[0].item()
+
+    return t_cpu, t_lazy, per_call_us(realized, n=200)
+
+
 def main() -> None:
     shape = (32, 32)
     cases: dict[str, Callable[[torch.Tensor, torch.Tensor], object]] = {
@@ -36,19 +52,10 @@ def main() -> None:
         "add_ (in place)": lambda a, b: a.add_(b),
         "view + add": lambda a, b: a.t() + b,
     }
-    rows = []
-    for name, fn in cases.items():
-        cpu = [torch.randn(shape), torch.randn(shape)]
-        dev = [t.to("toony") for t in cpu]
-        t_cpu = per_call_us(lambda: fn(*cpu))
-        t_lazy = per_call_us(lambda: fn(*dev))
-        torch.toony.synchronize()
-        t_real = per_call_us(lambda: fn(*dev).reshape(-1)[0].item() if name != "add_ (in place)"
-                             else (fn(*dev), dev[0][0, 0].item()), n=200)
-        rows.append((name, t_cpu, t_lazy, t_real))
+    rows = [(name, *measure(name, fn, shape)) for name, fn in cases.items()]
     print(f"eager dispatch on {torch.toony.get_device_name() if hasattr(torch.toony, 'get_device_name') else 'toony'}"
           f", tensors {shape} float32, microseconds per op")
-    print(f"| op | CPU eager | toony dispatch | toony +realize |\n|---|---|---|---|")
+    print("| op | CPU eager | toony dispatch | toony +realize |\n|---|---|---|---|")
     for name, c, lz, r in rows:
         print(f"| {name} | {c:.1f} | {lz:.1f} | {r:.1f} |")
 
