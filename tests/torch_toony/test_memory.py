@@ -163,19 +163,15 @@ def test_training_loop_memory_is_flat() -> None:
     assert torch.toony.max_memory_allocated() < first[0] + 64 * 1024
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bugs_core.md 'lazy-graph-grows-across-training-steps': with only loss.item() per step, parameters "
-    "and momentum buffers stay pending and each step's graph embeds the previous one, so every step compiles "
-    "new, longer kernels (PoCL aborts linking one around step 60)",
-)
 def test_training_loop_compiles_nothing_after_warmup() -> None:
-    """A loop that reads only the loss (no synchronize) reaches a steady state: the same kernels every step."""
+    """A loop that reads only the loss (no synchronize) reaches a steady state: a fixed set of kernels.
+    Parameters and momentum buffers may stay pending for a few steps (their graphs are cut when they grow;
+    measured: a 7-step cycle for this model, every kernel seen by step 17), but never grow without bound."""
     model, opt, x, y = _tiny_training()
-    for _ in range(6):
+    for _ in range(20):
         _step(model, opt, x, y)
     kernels = len(core_realize._kernels)
-    for _ in range(10):  # kept short: with the bug each step adds a reduction to one growing kernel
+    for _ in range(14):  # two of the cycles measured above
         _step(model, opt, x, y)
     assert len(core_realize._kernels) == kernels
 
