@@ -7,7 +7,9 @@ Compile caches are fresh temporary directories unless --warm-caches, so first-ca
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
+import pickle
 import shutil
 import sys
 import tempfile
@@ -30,13 +32,35 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-limits", action="store_true", help="skip measuring the machine's limits")
     p.add_argument("--budget", type=float, default=None,
                    help="seconds of timed calls per workload and backend (default 2, quick 0.3)")
+    p.add_argument("--save", type=Path, default=None, help="also pickle the results here (for --report-from)")
+    p.add_argument("--report-from", type=Path, default=None,
+                   help="measure nothing: rewrite the report from results pickled by --save")
     p.add_argument("--limit", type=int, default=None,
                    help="seconds after which one workload on one backend is reported as a Timeout (default 300)")
     return p.parse_args(argv)
 
 
+def _write(suite: object, out: Path, start: float) -> None:
+    from . import report
+
+    assert isinstance(suite, report.Suite)
+    out.mkdir(parents=True, exist_ok=True)
+    plotted = report.write_plot(suite, out / "benchmarks.png")
+    if not plotted:
+        print("matplotlib is missing: no plot (pip install -e '.[bench]')", flush=True)
+    if start:
+        suite.wall_s = time.perf_counter() - start
+    report.write_markdown(suite, out / "benchmarks.md", "benchmarks.png" if plotted else None)
+    print(f"wrote {out / 'benchmarks.md'}" + (f" and {out / 'benchmarks.png'}" if plotted else "")
+          + f" (run took {suite.wall_s / 60:.1f} min)", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _args(argv)
+    if args.report_from is not None:
+        with open(args.report_from, "rb") as f:
+            _write(pickle.load(f), args.out, 0.0)
+        return 0
     start = time.perf_counter()
     cache_root = None
     if not args.warm_caches:  # before anything compiles: both caches read these variables when they compile
@@ -86,20 +110,19 @@ def main(argv: list[str] | None = None) -> int:
             kern = f", {r.kernels} kernels" if r.kernels is not None else ""
             print(f"{w.name:<12} {runner.BACKEND_LABELS[b]:<14} {what}{kern}", flush=True)
         del ref
+        # the report needs only the description and the work counts: drop inputs and model (memory, pickling)
+        cases[w.name] = dataclasses.replace(case, inputs=(), model=None)
+        del case
 
     info.load_after = os.getloadavg()
     command = "python -m benchmarks" + ("" if argv is None and len(sys.argv) <= 1 else
                                         " " + " ".join(argv if argv is not None else sys.argv[1:]))
     suite = report.Suite(workloads, cases, results, backends, lim, info, command, args.quick,
                          cache_root is not None, time.perf_counter() - start)
-    args.out.mkdir(parents=True, exist_ok=True)
-    plotted = report.write_plot(suite, args.out / "benchmarks.png")
-    if not plotted:
-        print("matplotlib is missing: no plot (pip install -e '.[bench]')", flush=True)
-    suite.wall_s = time.perf_counter() - start
-    report.write_markdown(suite, args.out / "benchmarks.md", "benchmarks.png" if plotted else None)
-    print(f"wrote {args.out / 'benchmarks.md'}" + (f" and {args.out / 'benchmarks.png'}" if plotted else "")
-          + f" in {suite.wall_s / 60:.1f} min", flush=True)
+    _write(suite, args.out, start)
+    if args.save is not None:
+        with open(args.save, "wb") as f:
+            pickle.dump(suite, f)
     if cache_root is not None:
         shutil.rmtree(cache_root, ignore_errors=True)
     return 0
