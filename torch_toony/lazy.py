@@ -99,14 +99,15 @@ def set_siblings(outputs: list[torch.Tensor]) -> None:
 
 def realize_storages(addrs: list[int]) -> None:
     """Run the pending values of these storages together (one schedule: shared work fuses)."""
-    # a sibling output may have been freed since (an op's discarded outputs): only live ones are realized.
+    # a sibling output or a reader may have been freed since (an op's discarded outputs, a temporary the
+    # drain below releases): only live ones are realized.
     # Live pending values embedded in these graphs are realized with them (as outputs of the same kernels):
     # a tensor still alive is likely read again, and a training loop's graphs must not grow step by step
     storage.drain_freed()  # temporaries that died already (x * 2 in (x * 2 + 1).sum()) are not kept
     todo, seen = list(addrs), set()
     while todo:
         a = todo.pop()
-        if a in seen or not (a in addrs or storage.is_live(a)):
+        if a in seen or not storage.is_live(a):
             continue
         seen.add(a)
         todo.extend(_siblings.get(a, ()))

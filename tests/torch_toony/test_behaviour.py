@@ -410,6 +410,15 @@ def test_write_into_a_pending_tensor_through_a_view() -> None:
     assert torch.equal(b.cpu(), torch.arange(8.0) + 100)
 
 
+def test_write_after_a_pending_reader_was_freed() -> None:
+    # y reads x and dies before x is written: the write must not try to realize the dead reader
+    x = torch.arange(8.0).to(DEV)
+    y = x * 2
+    del y
+    x.add_(1)
+    assert torch.equal(x.cpu(), torch.arange(8.0) + 1)
+
+
 def test_equal_fresh_tensors_do_not_alias() -> None:
     """Two tensors with equal pending values (torch.zeros twice) are two storages: writing one leaves the
     other alone (AdamW's exp_avg_sq of equal-sized parameters)."""
