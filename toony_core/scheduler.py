@@ -12,12 +12,13 @@ max and row sum are computed once per row, then the row is written), so softmax 
 
 from __future__ import annotations
 
+import heapq
 import weakref
 from dataclasses import dataclass, field
 
 from .helpers import prod, strides_for
 from .runtime import Buffer, ToonyError
-from .uop import ELEMENTWISE, Ops, PatternMatcher, UOp, UPat, graph_rewrite
+from .uop import ALU, ELEMENTWISE, MOVEMENT, Ops, PatternMatcher, UOp, UPat, graph_rewrite
 
 # lazily evaluated nodes that were realized, and the buffer view that now holds their value
 realized: weakref.WeakKeyDictionary[UOp, UOp] = weakref.WeakKeyDictionary()
@@ -63,10 +64,10 @@ def _kernel_value(m: UOp) -> UOp:
 
 
 class _Fusion:
-    """Decides which nodes are materialized, by walking each kernel's fused region until nothing changes."""
+    """Decides which nodes are materialized: each kernel's fused region is checked, and materializing a node
+    re-checks only the kernels whose regions it changes, until no kernel needs another cut."""
 
     def __init__(self, nodes: list[UOp], roots: list[UOp]):
-        self.nodes = nodes
         self.mat: set[UOp] = set(roots)
         for n in nodes:
             if n.op in (Ops.CONTIGUOUS, Ops.ASSIGN):
@@ -76,35 +77,54 @@ class _Fusion:
         for n in nodes:
             if n.op is Ops.ASSIGN:
                 self._assign_hazard(n)
-        while self._one_pass():
-            pass
+        self.regions: dict[UOp, Region] = {}
+        self.owners: dict[UOp, set[UOp]] = {}  # node -> the kernels whose regions compute it inline
+        order = {n: i for i, n in enumerate(nodes)}
+        kernels = [m for m in nodes if m in self.mat and m.op is not Ops.BUFFER]
+        for m in kernels:
+            self._set_region(m)
+        todo = [(order[m], m) for m in kernels]  # kernels to check, earliest first
+        queued = set(kernels)
+        while todo:
+            _, m = heapq.heappop(todo)
+            queued.discard(m)
+            cut = self._cuts(m)
+            if not cut:
+                continue
+            self.mat.update(cut)
+            changed = {o for r in cut for o in self.owners.get(r, ())} | set(cut)
+            for k in changed:
+                self._set_region(k)
+            # a kernel sharing a reduction with a changed one may now share it with another kernel too
+            recheck = changed | {o for k in changed for r in self.regions[k].reduces for o in self.owners[r]}
+            for k in recheck - queued:
+                heapq.heappush(todo, (order[k], k))
+                queued.add(k)
 
-    def _region(self, m: UOp) -> dict[UOp, list[tuple[bool, frozenset[int]]]]:
-        return fused_reduces(m, self.mat)
+    def _set_region(self, m: UOp) -> None:
+        for n in self.regions[m].nodes if m in self.regions else ():
+            self.owners[n].discard(m)
+        self.regions[m] = region = walk_region(m, self.mat)
+        for n in region.nodes:
+            self.owners.setdefault(n, set()).add(m)
 
-    def _one_pass(self) -> bool:
-        owners: dict[UOp, list[UOp]] = {}
-        regions = {m: self._region(m) for m in self.nodes if m in self.mat and m.op is not Ops.BUFFER}
-        for m, region in regions.items():
-            for r in region:
-                owners.setdefault(r, []).append(m)
-        for m, region in regions.items():
-            shape = kernel_shape(m)
-            for r, ways in region.items():
-                if len(owners[r]) > 1 or any(not w[0] or any(varies(r, w, d) for d in w[1]) for w in ways):
-                    self.mat.add(r)
-                    return True
-            dims = loop_dims(shape, region)
-            for r, ways in region.items():
-                if any(varies(r, w, d) for w in ways for d in dims):
-                    self.mat.add(r)
-                    return True
-            serial = prod(shape[d] for d in dims)
-            parallel = prod(s for d, s in enumerate(shape) if d not in dims)
-            if serial > MAX_SERIAL and parallel < MIN_PARALLEL:
-                self.mat.update(region)
-                return True
-        return False
+    def _cuts(self, m: UOp) -> list[UOp]:
+        """The nodes of m's region that must be materialized (the first found), or none."""
+        region, shape = self.regions[m].reduces, kernel_shape(m)
+        for r, ways in region.items():
+            if len(self.owners[r]) > 1 or any(not w[0] or any(varies(r, w, d) for d in w[1]) for w in ways):
+                return [r]
+        dims = loop_dims(shape, region)
+        for r, ways in region.items():
+            if any(varies(r, w, d) for w in ways for d in dims):
+                return [r]
+        serial = prod(shape[d] for d in dims)
+        parallel = prod(s for d, s in enumerate(shape) if d not in dims)
+        if serial > MAX_SERIAL and parallel < MIN_PARALLEL:
+            return list(region)
+        # costly elementwise work broadcast inside a reduction (a matmul's GELU prologue) would be recomputed
+        # once per output index along the broadcast axis: compute it once instead
+        return [c for b in self.regions[m].broadcasts if (c := _costly_work(b, self.mat)) is not None][:1]
 
     def _assign_hazard(self, a: UOp) -> None:
         """A write whose value (or index) reads the written buffer anywhere but at the very element being
@@ -141,9 +161,19 @@ def _reads_elsewhere(root: UOp, target: UOp, view: tuple | None) -> bool:
 Way = tuple[bool, frozenset, tuple]
 
 
-def fused_reduces(m: UOp, stop: set[UOp]) -> dict[UOp, list[Way]]:
-    """Every REDUCE reached from kernel node m without crossing a node in `stop`, with the ways it is reached."""
-    found: dict[UOp, list[Way]] = {}
+@dataclass
+class Region:
+    """What a kernel computes inline: the reductions it reaches (and how), every node it walks through, and
+    the sources of broadcasts inside its reductions along one of its output axes."""
+
+    reduces: dict[UOp, list[Way]]
+    nodes: set[UOp]
+    broadcasts: list[UOp]
+
+
+def walk_region(m: UOp, stop: set[UOp]) -> Region:
+    """Walk kernel node m's sources without crossing a node in `stop`."""
+    region = Region({}, set(), [])
     seen: set[tuple[UOp, bool, frozenset[int], tuple]] = set()
     root_rank = len(kernel_shape(m))
     stack = list(_children(m, True, frozenset(), tuple(range(root_rank))))
@@ -153,10 +183,46 @@ def fused_reduces(m: UOp, stop: set[UOp]) -> dict[UOp, list[Way]]:
         if state in seen or node in stop:
             continue
         seen.add(state)
+        region.nodes.add(node)
         if node.op is Ops.REDUCE:
-            found.setdefault(node, []).append((simple, axes, dims))
+            region.reduces.setdefault(node, []).append((simple, axes, dims))
+        elif node.op is Ops.EXPAND and axes and any(
+                n == 1 and big > 1 and isinstance(k, int) and k not in axes
+                for n, big, k in zip(node.src[0].shape, node.shape, dims)):
+            region.broadcasts.append(node.src[0])
         stack.extend(_children(node, simple, axes, dims))
-    return found
+    return region
+
+
+def fused_reduces(m: UOp, stop: set[UOp]) -> dict[UOp, list[Way]]:
+    """Every REDUCE reached from kernel node m without crossing a node in `stop`, with the ways it is reached."""
+    return walk_region(m, stop).reduces
+
+
+# ops worth computing once rather than once per broadcast index (a load costs about as much as a few adds)
+_EXPENSIVE = {Ops.EXP, Ops.EXP2, Ops.LOG, Ops.LOG2, Ops.SIN, Ops.COS, Ops.TAN, Ops.TANH, Ops.ERF, Ops.SQRT,
+              Ops.RSQRT, Ops.POW, Ops.FDIV, Ops.IDIV, Ops.MOD}
+_CHEAP_OPS = 4
+
+
+def _costly_work(u: UOp, stop: set[UOp]) -> UOp | None:
+    """The elementwise work under movement ops at u if it is worth materializing (an expensive op or a few
+    cheap ones above its loads), else None."""
+    while u.op in MOVEMENT and u.op is not Ops.STRIDED:
+        u = u.src[0]
+    if u in stop or u.op not in ALU:
+        return None
+    seen, stack, cheap = set(), [u], 0
+    while stack:
+        n = stack.pop()
+        if n in seen or n in stop or n.op in (Ops.REDUCE, Ops.BUFFER, Ops.GATHER):
+            continue
+        seen.add(n)
+        cheap += n.op in ALU
+        if n.op in _EXPENSIVE or cheap >= _CHEAP_OPS:
+            return u
+        stack.extend(n.src)
+    return None
 
 
 def varies(r: UOp, way: Way, d: int) -> bool:

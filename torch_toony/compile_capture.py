@@ -32,7 +32,7 @@ from toony_core import dtypes
 from toony_core.jit import HostMemory, JitBuilder, JitProgram, base_buffer, can_use_host_memory
 from toony_core.runtime import Buffer
 
-from . import lazy, storage
+from . import storage
 from .compile_fallback import add_cpu_step, host_bytes
 from .compile_meta import Meta, Sizes, contiguous_strides, dense_order, meta_tensor
 from .compile_ops import NOOPS, RANDOM_OPS, NodeContext, compile_lowering
@@ -473,7 +473,6 @@ class Capture:
             out = torch.empty_strided(shape, stride, dtype=dtype, device="toony")
             addr = out.untyped_storage().data_ptr()
             buf = storage.write_buffer(addr, whole=True)
-            lazy.claim(buf, addr)
         else:
             out = torch.empty_strided(shape, stride, dtype=dtype)
             buf = self._bind_cpu(out.untyped_storage(), None, host, copy_back, slot.nbytes)

@@ -1,6 +1,10 @@
-"""The CPU fallback: any ATen op the toony device has no kernel for runs on the CPU.
+"""What runs an ATen op the toony device has no kernel for: its decomposition, else the CPU.
 
-Every toony storage an op touches is copied to the host once, and each toony
+An op with a decomposition in `torch._decomp` runs it on the device: the decomposition calls ops toony
+has kernels for (lazily, so its pieces fuse). View ops are never decomposed (a decomposition returns a
+copy where the op must alias), and a decomposition that reaches its own op again goes to the CPU.
+
+Otherwise the op runs on the CPU. Every toony storage an op touches is copied to the host once, and each toony
 argument becomes a CPU tensor with the same dtype, sizes, strides and offset
 over that copy, so aliasing between arguments (an out= that is also an input,
 views of one base) is exactly as on the device. After the op runs, storages
@@ -23,6 +27,7 @@ from torch.utils._pytree import tree_map
 from . import copy, device_module, metrics
 
 _warned: set[str] = set()
+_decomposing: set[torch._ops.OpOverload] = set()  # ops whose decomposition is running now
 _TOONY = "toony:0"
 
 
@@ -146,7 +151,32 @@ def _written_args(op: torch._ops.OpOverload, args: tuple, kwargs: dict, m: _Mirr
     return [(t, by_id[id(t)]) for t in out]
 
 
+def _decomposition(op: torch._ops.OpOverload) -> Any:
+    from torch._decomp import decomposition_table
+
+    fn = decomposition_table.get(op)
+    if fn is None or op in _decomposing:
+        return None
+    if any(r.alias_info is not None and not r.alias_info.is_write for r in op._schema.returns):
+        return None  # a view op: the decomposition would copy
+    return fn
+
+
+def backend_fallback(op: torch._ops.OpOverload, *args: Any, **kwargs: Any) -> Any:
+    """The PrivateUse1 kernel of every op without one of its own."""
+    decomposition = _decomposition(op)
+    if decomposition is None:
+        return cpu_fallback(op, *args, **kwargs)
+    metrics.count_decomposition(op.name())
+    _decomposing.add(op)
+    try:
+        return decomposition(*args, **kwargs)
+    finally:
+        _decomposing.discard(op)
+
+
 def cpu_fallback(op: torch._ops.OpOverload, *args: Any, **kwargs: Any) -> Any:
+    """Run op on the CPU over host copies of its toony arguments."""
     name = op.name()
     if os.environ.get("TOONY_FALLBACK", "1") == "0":
         raise NotImplementedError(
@@ -178,5 +208,5 @@ def register() -> None:
     if _lib is not None:
         return
     lib = torch.library.Library("_", "IMPL")  # noqa: TOR901 - a backend fallback, not an op
-    lib.fallback(cpu_fallback, dispatch_key="PrivateUse1")
+    lib.fallback(backend_fallback, dispatch_key="PrivateUse1")
     _lib = lib

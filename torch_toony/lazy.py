@@ -8,8 +8,6 @@ write into a storage first realizes the pending values that read it, so no reade
 
 from __future__ import annotations
 
-import weakref
-
 import torch
 
 from toony_core import Tensor as Lazy
@@ -29,7 +27,6 @@ MAX_PENDING_OPS = 400
 _reads: dict[int, set[int]] = {}  # pending storage -> the storages its value reads
 _readers: dict[int, set[int]] = {}  # storage -> pending storages whose values read it
 _size: dict[int, int] = {}  # pending storage -> ops in its graph (an estimate)
-_owner: weakref.WeakKeyDictionary[Buffer, int] = weakref.WeakKeyDictionary()  # buffer -> the storage it backs
 _siblings: dict[int, tuple[int, ...]] = {}  # pending storage -> all outputs of the op call that made it
 _pending_inputs: dict[int, set[int]] = {}  # pending storage -> the pending storages its value embeds
 
@@ -132,14 +129,14 @@ def _finish(e: storage.StorageEntry, value: Lazy) -> None:
     while u.op is not Ops.BUFFER:
         u = u.src[0]
     buf: Buffer = u.arg[0]
-    if _owner.get(buf, e.addr) != e.addr or buf.nbytes != e.nbytes:
-        # the realized value is a buffer another storage already owns (an identical graph was realized
-        # before): storages never share buffers, so copy it
+    if storage.owner(buf) not in (None, e.addr) or buf.nbytes != e.nbytes:
+        # the realized value is a buffer another storage already owns (a clone's value is its source's
+        # buffer; an identical graph was realized before): storages never share buffers, so copy it
         fresh = Buffer(e.nbytes)
         buf.copy_to(fresh, min(buf.nbytes, e.nbytes))
         buf = fresh
-    _owner[buf] = e.addr
-    e.buffer, e.pending = buf, None
+    storage.give_buffer(e, buf)
+    e.pending = None
     _forget(e.addr)
 
 
@@ -173,10 +170,6 @@ def install() -> None:
     storage.set_realizer(_realizer)
     storage.add_write_hook(_before_write)
     storage.add_free_hook(forget_storage)
-
-
-def claim(buf: Buffer, addr: int) -> None:
-    _owner[buf] = addr
 
 
 def run(value: Lazy) -> None:

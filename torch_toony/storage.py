@@ -14,6 +14,7 @@ entry can never be mistaken for a new allocation.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
@@ -27,6 +28,8 @@ _entries: dict[int, StorageEntry] = {}
 _realizer: Callable[[StorageEntry], None] | None = None
 _write_hooks: list[Callable[[int], None]] = []
 _free_hooks: list[Callable[[int], None]] = []
+# buffer -> the storage it backs: storages never share a buffer (a write into one must not show in another)
+_owners: weakref.WeakKeyDictionary[Buffer, int] = weakref.WeakKeyDictionary()
 
 
 @dataclass(eq=False, slots=True)
@@ -87,10 +90,21 @@ def entry(addr: int) -> StorageEntry:
     return e
 
 
-def _new_buffer(nbytes: int) -> Buffer:
+def give_buffer(e: StorageEntry, buf: Buffer) -> None:
+    """Make buf the storage's buffer (its bytes are the storage's current value)."""
+    e.buffer = buf
+    _owners[buf] = e.addr
+
+
+def owner(buf: Buffer) -> int | None:
+    """The address of the storage buf backs, if any."""
+    return _owners.get(buf)
+
+
+def _new_buffer(e: StorageEntry) -> None:
     from toony_core.runtime import Buffer
 
-    return Buffer(nbytes)
+    give_buffer(e, Buffer(e.nbytes))
 
 
 def realize_storage(addr: int) -> StorageEntry:
@@ -103,7 +117,7 @@ def realize_storage(addr: int) -> StorageEntry:
         if e.pending is not None:
             raise RuntimeError(f"toony: the realizer left storage {addr:#x} pending")
     if e.buffer is None:
-        e.buffer = _new_buffer(e.nbytes)
+        _new_buffer(e)
     return e
 
 
@@ -129,7 +143,7 @@ def write_buffer(addr: int, whole: bool) -> Buffer:
     if whole:
         e.pending = None
         if e.buffer is None:
-            e.buffer = _new_buffer(e.nbytes)
+            _new_buffer(e)
     else:
         realize_storage(addr)
     assert e.buffer is not None

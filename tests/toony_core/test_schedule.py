@@ -127,6 +127,18 @@ class TestSchedules(expecttest.TestCase):
         self.assertExpectedInline(names((x.T.contiguous() + 1).sum()), """E_16_8 r_1_r16_r8""")
         self.assertExpectedInline(names(x * 2, x + 1), """E_8_16 E_8_16""")
 
+    def test_costly_prologue_of_a_matmul_is_computed_once(self):
+        # erf(x @ w1) read by the second matmul once per output column: computed once into its own buffer
+        # (fused, every erf would be evaluated 24 times); a cheap scale stays fused into the matmul's loads
+        x, w1, w2 = Tensor(rand(8, 16)), Tensor(rand(16, 32)), Tensor(rand(32, 24))
+        self.assertExpectedInline(names((x @ w1).erf() @ w2), """r_8_32_r16 E_8_32 r_8_24_r32""")
+        self.assertExpectedInline(names((x * 0.5) @ w1), """r_8_32_r16""")
+        # softmax then @ v: the softmax's exp and divide are computed once, its row reductions stay fused
+        self.assertExpectedInline(names((x @ w1).softmax(-1) @ w2), """r_8_32_r16 r_8_l32_r32_r32 r_8_24_r32""")
+        from math import erf
+        ref = np.vectorize(erf)(x.numpy().astype(np.float64) @ w1.numpy()) @ w2.numpy()
+        np.testing.assert_allclose(((x @ w1).erf() @ w2).numpy(), ref, rtol=1e-4, atol=1e-4)
+
     def test_reduction_over_a_large_axis_per_row(self):
         self.assertExpectedInline(names(Tensor(rand(8, 1 << 16)).sum(1)), """r_8_256_r256 r_8_r256""")
 

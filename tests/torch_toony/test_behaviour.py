@@ -419,6 +419,15 @@ def test_write_after_a_pending_reader_was_freed() -> None:
     assert torch.equal(x.cpu(), torch.arange(8.0) + 1)
 
 
+def test_writing_a_clone_leaves_its_source() -> None:
+    # the clone's pending value is its source's buffer; realizing it must not hand that buffer to the clone
+    x = torch.arange(5.0).to(DEV)
+    y = x.clone()
+    y.copy_(y + 1)
+    assert torch.equal(y.cpu(), torch.arange(5.0) + 1)
+    assert torch.equal(x.cpu(), torch.arange(5.0))
+
+
 def test_equal_fresh_tensors_do_not_alias() -> None:
     """Two tensors with equal pending values (torch.zeros twice) are two storages: writing one leaves the
     other alone (AdamW's exp_avg_sq of equal-sized parameters)."""

@@ -186,7 +186,7 @@ def test_pending_values_are_realized_before_reads(monkeypatch):
     def realizer(e: storage.StorageEntry) -> None:
         realized.append(e.addr)
         if e.buffer is None:
-            e.buffer = storage._new_buffer(e.nbytes)
+            storage._new_buffer(e)
         e.buffer.copyin(e.pending.numpy())
         e.pending = None
 

@@ -158,13 +158,8 @@ OPTIMIZERS: dict[str, Callable[[Iterator[nn.Parameter]], torch.optim.Optimizer]]
 
 # Ops each model's training (forward, backward, each of the four optimizers) still runs on the CPU fallback.
 # Keep this current: the xfail below names them, and test_no_new_fallbacks fails when one appears unlisted.
-_ADAMW_SINGLE = {"aten::addcmul.out", "aten::addcdiv.out"}  # AdamW(foreach=False): exp_avg_sq.addcmul_, addcdiv_
-KNOWN_FALLBACKS: dict[str, set[str]] = {
-    "mlp": {"aten::threshold_backward.grad_input", "aten::tanh_backward.grad_input"} | _ADAMW_SINGLE,
-    "cnn": {"aten::threshold_backward.grad_input"} | _ADAMW_SINGLE,
-    "transformer": {"aten::gelu_backward.grad_input", "aten::isneginf.out"} | _ADAMW_SINGLE,
-    "transformer-explicit": {"aten::gelu_backward.grad_input"} | _ADAMW_SINGLE,
-}
+# (Every op now has a kernel or a torch._decomp decomposition that runs on the device.)
+KNOWN_FALLBACKS: dict[str, set[str]] = {name: set() for name in ("mlp", "cnn", "transformer", "transformer-explicit")}
 
 # A transformer step costs ~5 s on this 2-core machine, almost all of it in toony_core's scheduler
 # (/work/bugs_core.md "scheduler-fusion-superlinear"), so the transformers train with one optimizer path each
