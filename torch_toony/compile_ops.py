@@ -21,6 +21,7 @@ from toony_core.helpers import strides_for
 
 from .compile_meta import Meta, dense_order
 from .dtypes import to_toony
+from .lowering import arange_values
 
 aten = torch.ops.aten
 
@@ -254,18 +255,7 @@ def ones(ctx: NodeContext, *args: Any, **kwargs: Any) -> Tensor:
 def arange(ctx: NodeContext, *args: Any, **kwargs: Any) -> Tensor:
     nums = [a for a in args if isinstance(a, (int, float))]
     start, step = (0, 1) if len(nums) == 1 else (nums[0], nums[2] if len(nums) > 2 else kwargs.get("step", 1))
-    n = ctx.out.shape[0]
-    dt = _dt(ctx)
-    iota = Tensor.arange(n, dtype=dtypes.int64)
-    if dt.is_float:  # torch computes start + i * step in double, then rounds once
-        return (iota.cast(dtypes.float64) * step + start).cast(dt) if dt == dtypes.float64 or \
-            _fp64_ok() else (iota.cast(dtypes.float32) * step + start).cast(dt)
-    return (iota * int(step) + int(start)).cast(dt)
-
-
-def _fp64_ok() -> bool:
-    from toony_core import device
-    return device().supports_fp64
+    return arange_values(ctx.out.shape[0], start, step, _dt(ctx))
 
 
 # ---------------------------------------------------------------- random numbers

@@ -165,6 +165,10 @@ def _functional_kernel(op: torch._ops.OpOverload, low: Lowering) -> Callable:
 def _inplace_kernel(op: torch._ops.OpOverload, functional: torch._ops.OpOverload, low: Lowering) -> Callable:
     def kernel(self: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         meta_outputs(op, (self, *args), kwargs)  # torch's checks (broadcast to self, castable result)
+        if self.numel() and torch._debug_has_internal_overlap(self) != 0:
+            # a view that may overlap itself (as_strided): read self from its buffer, so each element is
+            # updated in place in launch order as the CPU's loop does, not recomputed from a pending value
+            storage.read_buffer(lazy.addr_of(self))
         meta = meta_outputs(functional, (self, *args), kwargs)
         res = _compute(low, functional, (self, *args), kwargs, meta)
         write_into(self, res, _tensors((self, args, kwargs)))
@@ -200,17 +204,25 @@ def _overload(name: str) -> torch._ops.OpOverload:
 
 
 def _variants(name: str) -> list[tuple[str, str]]:
-    """(overload name, kind) for the functional overload, its in-place twin and its out= twin, where they exist."""
+    """(overload name, kind) for the functional overload, its in-place twin and its out= twin, where they exist.
+    The out= twin is the overload whose arguments are the functional's plus out tensors (names vary:
+    mean.out belongs to mean.dim, sum.IntList_out to sum.dim_IntList)."""
     base, _, overload = name.partition(".")
     found = [(name, "functional")]
     inplace = f"{base}_.{overload}" if overload else f"{base}_"
-    out = f"{base}.out" if overload in ("", "default", "Tensor") else f"{base}.{overload}_out"
-    for cand, kind in ((inplace, "inplace"), (out, "out")):
-        try:
-            _overload(cand)
-            found.append((cand, kind))
-        except AttributeError:
-            pass
+    try:
+        _overload(inplace)
+        found.append((inplace, "inplace"))
+    except AttributeError:
+        pass
+    args = [(a.name, str(a.type)) for a in _overload(name)._schema.arguments]
+    packet = getattr(torch.ops.aten, base)
+    for cand in packet.overloads():
+        schema = getattr(packet, cand)._schema
+        outs = [a for a in schema.arguments if a.is_out]
+        if outs and [(a.name, str(a.type)) for a in schema.arguments if not a.is_out] == args:
+            found.append((f"{base}.{cand}", "out"))
+            break
     return found
 
 
@@ -229,10 +241,20 @@ def _to_copy(x: torch.Tensor, *, dtype: torch.dtype | None = None, layout: Any =
     return out.copy_(x)
 
 
+def _expanding_masks(k: Callable) -> Callable:
+    from .masks import masks_to_indices
+
+    def kernel(*args: Any, **kwargs: Any) -> Any:
+        return k(*masks_to_indices(args, kwargs)[0], **kwargs)
+    return kernel
+
+
 def register() -> None:
     """Register every lowering as the PrivateUse1 kernel of its ATen overloads."""
     if _libs:
         return
+    from .masks import MASKED_INDEX_OPS
+
     lib = torch.library.Library("aten", "IMPL")  # noqa: TOR901 - implementing existing aten ops
     for name, low in LOWERINGS.items():
         try:
@@ -250,6 +272,8 @@ def register() -> None:
             else:
                 outs = [a.name for a in op._schema.arguments if a.is_out]
                 k = _out_kernel(op, functional, low, outs)
+            if variant in MASKED_INDEX_OPS:
+                k = _expanding_masks(k)
             with warnings.catch_warnings():
                 # aten::clamp.out carries a stray kernel under PrivateUse1 in torch 2.13: replacing it is the point
                 warnings.filterwarnings("ignore", message="Warning only once for all operators")

@@ -74,7 +74,9 @@ def rsub(a: Tensor, b: Tensor | Scalar, alpha: Scalar = 1) -> Tensor:
 
 
 @lowers("mul.Tensor", "mul.Scalar", pointwise=True)
-def mul(a: Tensor, b: Tensor | Scalar) -> Tensor:
+def mul(a: Tensor | Scalar, b: Tensor | Scalar) -> Tensor:
+    if not isinstance(a, Tensor):  # a wrapped Python scalar as self (torch.mul(2, t))
+        a, b = b, a
     return a & b if a.dtype == dtypes.bool and (isinstance(b, bool) or getattr(b, "dtype", None) == dtypes.bool) \
         else a * b
 
@@ -421,6 +423,8 @@ def std(x: Tensor, dim: Sequence[int] | None = None, *, correction: Scalar | Non
 def logsumexp(x: Tensor, dim: Sequence[int], keepdim: bool = False) -> Tensor:
     axes = _dims(dim, x.ndim)
     xf = x.cast(x.dtype if x.dtype.is_float else dtypes.float32)
+    if any(x.shape[a] == 0 for a in axes):  # the log of an empty sum
+        return Tensor.full(_kept(x, axes, keepdim), -math.inf, xf.dtype)
     m = xf.max(axes, keepdim=True)
     m = (m.abs() == math.inf).where(0.0, m)
     out = (xf - m).exp().sum(axes, keepdim=True).log() + m
@@ -441,20 +445,25 @@ def _scan(x: Tensor, dim: int, op: Callable[[Tensor, Tensor], Tensor], identity:
     return x
 
 
-@lowers("cumsum.default")
-def cumsum(x: Tensor, dim: int, dtype: torch.dtype | None = None) -> Tensor:
+def _scan_in(x: Tensor, dtype: torch.dtype | None, op: Callable[[Tensor, Tensor], Tensor], identity: Scalar,
+             dim: int) -> Tensor:
+    """A scan in torch's accumulation type: int64 for integers, float32 for 16-bit floats (rounded once)."""
     x = _reduce_dtype(x, dtype)
     if dtype is None and not x.dtype.is_float:
         x = x.cast(dtypes.int64)
-    return _scan(x, dim, lambda a, b: a + b, 0)
+    if x.dtype in (dtypes.float16, dtypes.bfloat16):
+        return _scan(x.cast(dtypes.float32), dim, op, identity).cast(x.dtype)
+    return _scan(x, dim, op, identity)
+
+
+@lowers("cumsum.default")
+def cumsum(x: Tensor, dim: int, dtype: torch.dtype | None = None) -> Tensor:
+    return _scan_in(x, dtype, lambda a, b: a + b, 0, dim)
 
 
 @lowers("cumprod.default")
 def cumprod(x: Tensor, dim: int, dtype: torch.dtype | None = None) -> Tensor:
-    x = _reduce_dtype(x, dtype)
-    if dtype is None and not x.dtype.is_float:
-        x = x.cast(dtypes.int64)
-    return _scan(x, dim, lambda a, b: a * b, 1)
+    return _scan_in(x, dtype, lambda a, b: a * b, 1, dim)
 
 
 # ---------------------------------------------------------------- linear algebra
@@ -494,6 +503,8 @@ def addmv(bias: Tensor, a: Tensor, v: Tensor, *, beta: Scalar = 1, alpha: Scalar
 @lowers("_softmax.default")
 def softmax(x: Tensor, dim: int, half_to_float: bool = False) -> Tensor:
     xf = x.cast(dtypes.float32) if x.dtype in (dtypes.float16, dtypes.bfloat16) else x
+    if x.numel() == 0:
+        return xf
     m = xf.max(dim, keepdim=True)
     e = (xf - m).exp()
     return e / e.sum(dim, keepdim=True)
@@ -502,6 +513,8 @@ def softmax(x: Tensor, dim: int, half_to_float: bool = False) -> Tensor:
 @lowers("_log_softmax.default")
 def log_softmax(x: Tensor, dim: int, half_to_float: bool = False) -> Tensor:
     xf = x.cast(dtypes.float32) if x.dtype in (dtypes.float16, dtypes.bfloat16) else x
+    if x.numel() == 0:
+        return xf
     shifted = xf - xf.max(dim, keepdim=True)
     return shifted - shifted.exp().sum(dim, keepdim=True).log()
 
@@ -642,6 +655,17 @@ def index_put(x: Tensor, indices: Sequence[Tensor | None], values: Tensor, accum
 
 
 # ---------------------------------------------------------------- misc
+
+def arange_values(n: int, start: Scalar, step: Scalar, dt: dtypes.DType) -> Tensor:
+    """start + i * step for i < n, as torch computes it: in double for float results (rounded once), in
+    int64 for integer results."""
+    iota = Tensor.arange(n, dtype=dtypes.int64)
+    if dt.is_float:
+        from toony_core import device
+        acc = dtypes.float64 if dt == dtypes.float64 or device().supports_fp64 else dtypes.float32
+        return (iota.cast(acc) * step + start).cast(dt)
+    return (iota * int(step) + int(start)).cast(dt)
+
 
 @lowers("tril.default")
 def tril(x: Tensor, diagonal: int = 0) -> Tensor:

@@ -17,7 +17,6 @@ import torch
 
 from toony_core import Tensor, dtypes
 
-from . import extra_kernels
 from .lowering import lowers
 
 # ---------------------------------------------------------------- helpers
@@ -467,24 +466,5 @@ def embedding_renorm(weight: Tensor, indices: Tensor, max_norm: float, norm_type
     return w * scale.reshape(v, 1)
 
 
-# ---------------------------------------------------------------- out= forms with non-pattern names
-
-for _out, _fn_name, _fn in [
-    ("nll_loss_forward.output", "nll_loss_forward.default", _nll_forward),
-    ("nll_loss2d_forward.output", "nll_loss2d_forward.default", _nll_forward),
-    ("nll_loss_backward.grad_input", "nll_loss_backward.default", _nll_backward),
-    ("nll_loss2d_backward.grad_input", "nll_loss2d_backward.default", _nll_backward),
-    ("log_sigmoid_forward.output", "log_sigmoid_forward.default", log_sigmoid_forward),
-    ("log_sigmoid_backward.grad_input", "log_sigmoid_backward.default", log_sigmoid_backward),
-]:
-    extra_kernels.out(_out, _fn_name, _fn)
-for _out, _fn_name, _fn in [
-    ("mse_loss_backward.grad_input", "mse_loss_backward.default", mse_loss_backward),
-    ("binary_cross_entropy_backward.grad_input", "binary_cross_entropy_backward.default",
-     binary_cross_entropy_backward),
-    ("smooth_l1_loss_backward.grad_input", "smooth_l1_loss_backward.default", smooth_l1_loss_backward),
-]:
-    extra_kernels.out(_out, _fn_name, _fn, pointwise=True)
-
-# the other nn modules: batch norm's mutating kernels, sorting, random numbers and dropout
-from . import lowering_batchnorm, lowering_sort, random  # noqa: E402, F401
+# the other modules: batch norm's mutating kernels, sorting, data-dependent shapes, random numbers and dropout
+from . import lowering_batchnorm, lowering_sort, masks, random  # noqa: E402, F401

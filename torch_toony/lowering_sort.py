@@ -16,7 +16,6 @@ import numpy as np
 
 from toony_core import Tensor, dtypes
 
-from . import extra_kernels
 from .lowering import lowers
 
 _U64_MAX = (1 << 64) - 1
@@ -139,6 +138,3 @@ def topk(x: Tensor, k: int, dim: int = -1, largest: bool = True, sorted: bool = 
     bounds = tuple((0, k) if d == dim else (0, s) for d, s in enumerate(x.shape))
     return values.shrink(bounds), indices.shrink(bounds)
 
-
-extra_kernels.out("sort.values_stable", "sort.stable", sort_stable)
-extra_kernels.out("topk.values", "topk.default", topk)

@@ -451,4 +451,4 @@ def test_extra_kernels_never_shadow_table_kernels():
             continue
         table |= {variant for variant, _ in eager._variants(name)}
     assert not table & extra_kernels.REGISTERED
-    assert {"native_batch_norm.default", "uniform_.default", "sort.values_stable"} <= extra_kernels.REGISTERED
+    assert {"native_batch_norm.default", "uniform_.default", "randperm.generator_out"} <= extra_kernels.REGISTERED

@@ -52,32 +52,13 @@ CAPS = {"sample": 6, "noncontig": 3, "out": 1, "inplace": 3, "grad": 3}
 
 # (OpInfo full name, dtype or None for every dtype tested, check) -> why it fails today. Repros of the patterns
 # are in /work/bugs_core.md ("patterns from the OpInfo sample"); the sweep report lists every failure.
-_OUT_BY_NAME = "out= twin looked up by name: no kernel for "
 _HALF = "float16 computed in half precision; the CPU uses float32 internally and rounds once"
 KNOWN_FAILURES: dict[tuple[str, torch.dtype | None, str], str] = {
     ("add", torch.float16, "noncontig"): _HALF + " (alpha * other rounded to half first)",
     ("bitwise_and", None, "inplace"): "in-place on an empty self skips torch's broadcast-shape check",
-    ("cumsum", torch.float16, "inplace"): _HALF + " (the scan accumulates in half)",
-    ("cumsum", torch.float16, "noncontig"): _HALF + " (the scan accumulates in half)",
-    ("cumsum", torch.float16, "out"): _HALF + " (the scan accumulates in half)",
-    ("cumsum", torch.float16, "sample"): _HALF + " (the scan accumulates in half)",
     ("gather", None, "sample"): "an empty index of higher rank than the source raises (CPU returns an empty tensor)",
-    ("index_put", None, "inplace"): "index_put with a boolean mask: 'needs data-dependent shapes'",
-    ("index_put", None, "noncontig"): "index_put with a boolean mask: 'needs data-dependent shapes'",
-    ("index_put", None, "sample"): "index_put with a boolean mask: 'needs data-dependent shapes'",
-    ("index_put", torch.float32, "grad"): "index_put with a boolean mask: 'needs data-dependent shapes'",
-    ("logsumexp", torch.bool, "sample"): "reduction over an empty axis: max has no identity",
-    ("logsumexp", torch.float16, "sample"): "reduction over an empty axis: max has no identity",
-    ("logsumexp", torch.int64, "sample"): "reduction over an empty axis: max has no identity",
-    ("masked_fill", torch.float32, "grad"): "no kernel for aten::masked_select (masked_fill backward)",
-    ("max.reduction_with_dim", None, "out"): _OUT_BY_NAME + "aten::max.dim_max (multi-output out=)",
-    ("mean", None, "out"): "mean.out is bound to mean.default instead of mean.dim (wrong argument count)",
-    ("mul", torch.bool, "sample"): "a Python scalar as self reaches the lowering (no .dtype)",
-    ("mul", torch.int64, "sample"): "a Python scalar as self reaches the lowering (no .dtype)",
     ("nn.functional.embedding", None, "noncontig"): "no kernel for aten::embedding_renorm_ (max_norm samples)",
     ("nn.functional.embedding", None, "sample"): "no kernel for aten::embedding_renorm_ (max_norm samples)",
-    ("prod", torch.float32, "grad"): "no kernel for aten::nonzero (prod backward)",
-    ("softmax", None, "sample"): "reduction over an empty axis: max has no identity",
     ("where", None, "sample"): "a complex scalar `other` sample: toony has no complex dtypes",
 }
 

@@ -1,0 +1,115 @@
+"""Ops whose output shape depends on their arguments, eager only: nonzero, masked_select, indexing with boolean
+masks, and arange.
+
+The eager device can afford what a compiled graph cannot: it reads the count of true elements back to the
+host (one synchronization), then computes the positions on the device. `nonzero` is a scan: each true
+element's rank among the true ones is its output row; the rows are written by a scatter, false elements
+going to a spare row that is cut off. Boolean indices of `index` and `index_put` become the long indices
+`mask.nonzero()` gives, before the table's kernels see them (torch's own CPU kernels do the same).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from . import extra_kernels
+from .dtypes import to_toony
+from .lowering import arange_values
+
+_MASK_DTYPES = (torch.bool, torch.uint8)  # torch still accepts uint8 masks as indices
+
+
+def nonzero(x: torch.Tensor) -> torch.Tensor:
+    n_el, ndim = x.numel(), x.dim()
+    if n_el == 0:
+        return torch.empty((0, ndim), dtype=torch.long, device=x.device)
+    hit = (x != 0).reshape(-1)
+    rank = torch.cumsum(hit, 0)  # 1-based rank of each true element among the true ones
+    count = int(rank[-1].item())
+    row = torch.where(hit, rank - 1, count)  # false elements land in the spare last row
+    flat = torch.arange(n_el, device=x.device)
+    coords = [(flat // stride) % size for size, stride in zip(x.shape, _contiguous_strides(x.shape))]
+    rows = torch.zeros((count + 1, ndim), dtype=torch.long, device=x.device)
+    if ndim:
+        rows.index_put_((row,), torch.stack(coords, 1))
+    return rows[:count].clone()
+
+
+def _contiguous_strides(shape: torch.Size) -> list[int]:
+    strides, acc = [], 1
+    for size in reversed(shape):
+        strides.append(acc)
+        acc *= size
+    return strides[::-1]
+
+
+def nonzero_out(x: torch.Tensor, *, out: torch.Tensor) -> torch.Tensor:
+    res = nonzero(x)
+    out.resize_(res.shape)
+    return out.copy_(res)
+
+
+def masked_select(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    if mask.dtype != torch.bool:
+        raise RuntimeError(f"masked_select: expected BoolTensor for mask, got {mask.dtype}")
+    x, mask = torch.broadcast_tensors(x, mask)
+    return x[mask]
+
+
+def masked_select_out(x: torch.Tensor, mask: torch.Tensor, *, out: torch.Tensor) -> torch.Tensor:
+    res = masked_select(x, mask)
+    out.resize_(res.shape)
+    return out.copy_(res)
+
+
+def masks_to_indices(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """index/index_put arguments with every boolean mask in `indices` replaced by the long indices of its
+    true elements (a mask over k dims becomes k index tensors)."""
+    indices = args[1]
+    if not any(t is not None and t.dtype in _MASK_DTYPES for t in indices):
+        return args, kwargs
+    expanded: list[Any] = []
+    for t in indices:
+        if t is None or t.dtype not in _MASK_DTYPES:
+            expanded.append(t)
+        elif t.dim() == 0:
+            raise NotImplementedError("toony: indexing with a 0-d boolean mask is not supported")
+        else:
+            expanded.extend(nonzero(t).unbind(1))
+    return (args[0], expanded, *args[2:]), kwargs
+
+
+# ops that take `indices` second and reach the lowering table: their eager kernels expand masks first
+MASKED_INDEX_OPS = ("index.Tensor", "index.Tensor_out", "index_put.default", "index_put_.default", "index_put.out")
+
+
+def index_put_impl_(x: torch.Tensor, indices: list, values: torch.Tensor, accumulate: bool = False,
+                    unsafe: bool = False) -> torch.Tensor:
+    """What autograd's index backward calls: index_put_ (every index is checked; `unsafe` only skips that)."""
+    return x.index_put_(indices, values, accumulate)
+
+def arange_out(start: float, end: float, step: float = 1, *, out: torch.Tensor) -> torch.Tensor:
+    # torch's meta kernel checks the arguments and gives the length; where it is stricter than the CPU kernel
+    # (a fractional step for a narrow integer type), the CPU decides
+    try:
+        meta = torch.empty(0, dtype=out.dtype, device="meta")
+        n = torch.ops.aten.arange.start_out(start, end, step, out=meta).numel()
+    except (RuntimeError, ValueError):
+        n = torch.arange(start, end, step, dtype=out.dtype).numel()
+    if out.numel() != n:
+        out.resize_(n)
+    if n:
+        from . import eager  # not at the top: this module loads while the lowering table does
+
+        eager.write_into(out, arange_values(n, start, step, to_toony(out.dtype, "arange")), [])
+    return out
+
+
+extra_kernels.kernel("arange.start_out", arange_out)
+extra_kernels.kernel("_index_put_impl_.default", index_put_impl_)
+extra_kernels.kernel("nonzero.default", nonzero)
+extra_kernels.kernel("nonzero.out", nonzero_out)
+extra_kernels.kernel("masked_select.default", masked_select)
+extra_kernels.kernel("masked_select.out", masked_select_out)
