@@ -17,23 +17,22 @@ WHY = """\
 Causes, read from the generated OpenCL (`TOONY_DEBUG=4`) and the per-kernel tables (PoCL on this CPU; a GPU
 would move every one of them):
 
-- **Transcendentals are scalar library calls.** toony renders `exp`/`erf` as OpenCL built-ins, which PoCL
-  runs one work-item at a time; inductor calls Sleef's AVX-512 versions. On toony_core alone, 16M floats take
-  about 15 ms for `relu(x*y+1)-0.5*y` and about 120 ms for `exp(x)` or `sigmoid(x)` (the copy limit would allow
-  about 12 ms): the `elementwise` chain (one sigmoid) and `softmax` are compute-bound on `exp`, not on memory.
-  DESIGN.md's plan (transcendentals as UOp polynomials, which vectorize) is the fix.
+- **Some transcendentals are still scalar library calls.** PoCL runs an OpenCL built-in one work-item at a
+  time but vectorizes plain arithmetic across work-items. `exp`, `exp2`, `log` and `tanh` (float32) are
+  therefore written out as arithmetic (toony_core/transcendental.py; 16M floats: exp 68 -> 28 ms, sigmoid
+  107 -> 24 ms, log 443 -> 141 ms, tanh 184 -> 48 ms); `erf` (exact GELU, ~400 ms per 16M floats) and
+  `sin`/`cos` remain built-ins.
 - **Softmax computes `exp` twice per element** (once for the sum, again for the output) in one kernel where each
   work-item walks 4 whole rows three times; 1024 work-items 64 KB apart leave PoCL nothing to vectorize across.
 - **Reductions are serial loops per work-item.** `sum_all` is 256 work-items, each adding 262144 contiguous
   floats one dependent add at a time (latency-bound, no SIMD), then a second 1-work-item kernel: 2 kernels
   where inductor has 1. `sum_cols` gives each work-item 4 columns and walks down 4096 rows (16 bytes used per
   row step). Row reductions without transcendentals (`layernorm`, `amax_rows`) are where toony is ahead.
-- **Matrix products are one broadcast-multiply + sum kernel with no tiling, local memory or packing**: about
-  2 GFLOP/s, against oneDNN/MKL's 40-75 through `extern_kernels.mm`. Every compute-bound row (matmul, MLP,
-  transformer, conv: the direct convolution is the same kind of kernel) is bounded by it.
-- **Elementwise producers are fused into matmuls that read them many times.** In inference graphs the GELU
-  between two Linear layers is recomputed inside the second matmul once per output column (`mlp_fwd`'s second
-  kernel, `block_fwd`'s fc2 kernel): filed in bugs_core.md; materializing it is about 15x faster.
+- **Matrix products are one broadcast-multiply + sum kernel with a 4x4 register tile and no local memory or
+  packing**: about 9 GFLOP/s, against oneDNN/MKL's ~300 through `extern_kernels.mm`. Every compute-bound row
+  (matmul, MLP, transformer, conv: the direct convolution is the same kind of kernel) is bounded by it.
+  (Costly elementwise work between two matmuls, such as the MLP's GELU, is computed once into its own buffer
+  rather than inside the second matmul's loop.)
 - **More kernels than inductor on models**: LayerNorm and BatchNorm statistics are two reduction kernels
   (mean, then variance) where inductor computes both in one pass (Welford), BatchNorm's running-statistics
   updates are several 1- and 32-element kernels, and training graphs add small gradient reductions.

@@ -18,6 +18,7 @@ from .helpers import getenv, prod, strides_for
 from .runtime import device
 from .scheduler import fused_reduces, loop_dims
 from .symbolic import symbolic
+from .transcendental import transcendental
 from .uop import ELEMENTWISE, REDUCE_IDENTITY, Ops, PatternMatcher, UOp, UPat, graph_rewrite
 
 INT32_MAX = 2**31 - 1
@@ -284,7 +285,7 @@ def lower(ast: UOp) -> KernelInfo:
             if n > 1 and st:
                 pos = pos + i * st
     sink = UOp(Ops.SINK, None, (UOp(Ops.STORE, None, (out, pos, val, valid), acc),))
-    sink = graph_rewrite(graph_rewrite(sink, lowering, ctx), symbolic)
+    sink = graph_rewrite(graph_rewrite(sink, lowering + transcendental, ctx), symbolic)
     if unrolled:
         sink = graph_rewrite(_unroll(sink, unrolled), symbolic)
     if lid is not None:  # a store every work-item of the group would make alike: only the first makes it
