@@ -9,12 +9,14 @@ from collections.abc import Callable
 from .dtype import DType, dtypes
 from .linearize import AccDecl, AccUpdate, Loop, linearize
 from .runtime import ToonyError, device
-from .uop import REDUCE_IDENTITY, Ops, UOp
+from .uop import LIBM, REDUCE_IDENTITY, Ops, UOp
 
 # binary and unary ops: (a, b, dtype of the operands) -> C expression
 _TANH_ONE = {"float": "9.1f", "double": "19.5"}  # |x| past which tanh(x) rounds to +-1
 _FLOAT_MAX = "(({a}>{b}||{a}!={a})?{a}:{b})"  # propagates nan like numpy/torch (C's fmax does not)
 _FLOAT_MIN = "(({a}<{b}||{a}!={a})?{a}:{b})"
+
+_LIBM_NAMES = {op: op.name.lower() for op in LIBM}  # C's names: asin, lgamma, expm1, ...
 
 ALU: dict[Ops, Callable[..., str]] = {
     Ops.NEG: lambda a, dt: f"(-{a})",
@@ -28,6 +30,7 @@ ALU: dict[Ops, Callable[..., str]] = {
     # tanh is exactly +-1 past the point where it rounds there (some OpenCL libraries stop at 1 - ulp)
     Ops.TANH: lambda a, dt: f"(fabs({a})>{_TANH_ONE[dt.cname]}?copysign(({dt.cname})1,{a}):tanh({a}))",
     Ops.ERF: lambda a, dt: f"erf({a})",
+    **{op: (lambda a, dt, _f=_LIBM_NAMES[op]: f"{_f}({a})") for op in LIBM},
     Ops.SQRT: lambda a, dt: f"sqrt({a})",
     Ops.RSQRT: lambda a, dt: f"rsqrt({a})",
     Ops.RECIP: lambda a, dt: f"(({dt.cname})1/{a})",
@@ -45,6 +48,7 @@ ALU: dict[Ops, Callable[..., str]] = {
     Ops.MOD: lambda a, b, dt: f"fmod({a},{b})" if dt.is_float else f"({a}%{b})",
     Ops.MAX: lambda a, b, dt: _FLOAT_MAX.format(a=a, b=b) if dt.is_float else f"({a}>{b}?{a}:{b})",
     Ops.MIN: lambda a, b, dt: _FLOAT_MIN.format(a=a, b=b) if dt.is_float else f"({a}<{b}?{a}:{b})",
+    Ops.ATAN2: lambda a, b, dt: f"atan2({a},{b})",
     Ops.POW: lambda a, b, dt: f"pow({a},{b})" if dt.is_float else f"ipow_{dt.name}({a},{b})",
     Ops.CMPLT: lambda a, b, dt: f"({a}<{b})",
     Ops.CMPLE: lambda a, b, dt: f"({a}<={b})",

@@ -317,6 +317,17 @@ class Tensor:
     def cos(self) -> Tensor: return self._float_unary(Ops.COS)
     def tan(self) -> Tensor: return self._float_unary(Ops.TAN)
     def tanh(self) -> Tensor: return self._float_unary(Ops.TANH)
+    def asin(self) -> Tensor: return self._float_unary(Ops.ASIN)
+    def acos(self) -> Tensor: return self._float_unary(Ops.ACOS)
+    def atan(self) -> Tensor: return self._float_unary(Ops.ATAN)
+    def sinh(self) -> Tensor: return self._float_unary(Ops.SINH)
+    def cosh(self) -> Tensor: return self._float_unary(Ops.COSH)
+    def asinh(self) -> Tensor: return self._float_unary(Ops.ASINH)
+    def acosh(self) -> Tensor: return self._float_unary(Ops.ACOSH)
+    def atanh(self) -> Tensor: return self._float_unary(Ops.ATANH)
+    def lgamma(self) -> Tensor: return self._float_unary(Ops.LGAMMA)
+    def expm1(self) -> Tensor: return self._float_unary(Ops.EXPM1)
+    def log1p(self) -> Tensor: return self._float_unary(Ops.LOG1P)
     def erf(self) -> Tensor: return self._float_unary(Ops.ERF)
     def floor(self) -> Tensor: return self if not self.dtype.is_float else self._unary(Ops.FLOOR)
     def ceil(self) -> Tensor: return self if not self.dtype.is_float else self._unary(Ops.CEIL)
@@ -382,6 +393,11 @@ class Tensor:
     def fmod(self, other: Tensor | Scalar) -> Tensor:
         """C's fmod / %: the result takes the sign of the dividend."""
         return self._binary(Ops.MOD, other)
+
+    def atan2(self, other: Tensor | Scalar) -> Tensor:
+        a, b = self._operands(other, False, None)
+        dt = a._float_dtype()
+        return Tensor(a.cast(dt).uop.alu(Ops.ATAN2, b.cast(dt).uop))
 
     def pow(self, other: Tensor | Scalar, reverse: bool = False) -> Tensor:
         return self._binary(Ops.POW, other, reverse)

@@ -40,6 +40,19 @@ class Ops(Enum):
     TAN = auto()
     TANH = auto()
     ERF = auto()
+    # the rest of C's math library, as built-ins (inverse trigonometric and hyperbolic functions, lgamma,
+    # and the forms exact near 0: expm1, log1p)
+    ASIN = auto()
+    ACOS = auto()
+    ATAN = auto()
+    SINH = auto()
+    COSH = auto()
+    ASINH = auto()
+    ACOSH = auto()
+    ATANH = auto()
+    LGAMMA = auto()
+    EXPM1 = auto()
+    LOG1P = auto()
     SQRT = auto()
     RSQRT = auto()
     RECIP = auto()
@@ -58,6 +71,7 @@ class Ops(Enum):
     MAX = auto()
     MIN = auto()
     POW = auto()
+    ATAN2 = auto()
     CMPLT = auto()
     CMPLE = auto()
     CMPEQ = auto()
@@ -89,10 +103,12 @@ class Ops(Enum):
     SINK = auto()
 
 
+LIBM = {Ops.ASIN, Ops.ACOS, Ops.ATAN, Ops.SINH, Ops.COSH, Ops.ASINH, Ops.ACOSH, Ops.ATANH, Ops.LGAMMA, Ops.EXPM1,
+        Ops.LOG1P}
 UNARY = {Ops.NEG, Ops.EXP, Ops.EXP2, Ops.LOG, Ops.LOG2, Ops.SIN, Ops.COS, Ops.TAN, Ops.TANH, Ops.ERF, Ops.SQRT,
-         Ops.RSQRT, Ops.RECIP, Ops.ABS, Ops.FLOOR, Ops.CEIL, Ops.TRUNC, Ops.NOT}
-BINARY = {Ops.ADD, Ops.SUB, Ops.MUL, Ops.FDIV, Ops.IDIV, Ops.MOD, Ops.MAX, Ops.MIN, Ops.POW, Ops.CMPLT, Ops.CMPLE,
-          Ops.CMPEQ, Ops.CMPNE, Ops.AND, Ops.OR, Ops.XOR, Ops.SHL, Ops.SHR}
+         Ops.RSQRT, Ops.RECIP, Ops.ABS, Ops.FLOOR, Ops.CEIL, Ops.TRUNC, Ops.NOT} | LIBM
+BINARY = {Ops.ADD, Ops.SUB, Ops.MUL, Ops.FDIV, Ops.IDIV, Ops.MOD, Ops.MAX, Ops.MIN, Ops.POW, Ops.ATAN2, Ops.CMPLT,
+          Ops.CMPLE, Ops.CMPEQ, Ops.CMPNE, Ops.AND, Ops.OR, Ops.XOR, Ops.SHL, Ops.SHR}
 COMPARE = {Ops.CMPLT, Ops.CMPLE, Ops.CMPEQ, Ops.CMPNE}
 ALU = UNARY | BINARY | {Ops.WHERE}
 ELEMENTWISE = ALU | {Ops.CAST, Ops.BITCAST}

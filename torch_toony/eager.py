@@ -170,6 +170,9 @@ def _inplace_kernel(op: torch._ops.OpOverload, functional: torch._ops.OpOverload
             # updated in place in launch order as the CPU's loop does, not recomputed from a pending value
             storage.read_buffer(lazy.addr_of(self))
         meta = meta_outputs(functional, (self, *args), kwargs)
+        if isinstance(meta, torch.Tensor) and meta.shape != self.shape:  # (not every meta in-place kernel checks)
+            raise RuntimeError(f"output with shape {list(self.shape)} doesn't match the broadcast shape "
+                               f"{list(meta.shape)}")
         res = _compute(low, functional, (self, *args), kwargs, meta)
         write_into(self, res, _tensors((self, args, kwargs)))
         return self

@@ -162,11 +162,26 @@ def _decomposition(op: torch._ops.OpOverload) -> Any:
     return fn
 
 
+def _check_inplace_broadcast(op: torch._ops.OpOverload, args: tuple, kwargs: dict) -> None:
+    """Raise what torch raises when a pointwise in-place op's operands broadcast beyond self: its
+    decomposition computes out of place and copies back, which would otherwise accept (or fail obscurely)."""
+    self = args[0]
+    shapes = [t.shape for t in [*args, *kwargs.values()] if isinstance(t, torch.Tensor)]
+    try:
+        shape = torch.broadcast_shapes(*shapes)
+    except RuntimeError:
+        return  # operands that do not broadcast at all: the op itself raises torch's error
+    if shape != self.shape:
+        raise RuntimeError(f"output with shape {list(self.shape)} doesn't match the broadcast shape {list(shape)}")
+
+
 def backend_fallback(op: torch._ops.OpOverload, *args: Any, **kwargs: Any) -> Any:
     """The PrivateUse1 kernel of every op without one of its own."""
     decomposition = _decomposition(op)
     if decomposition is None:
         return cpu_fallback(op, *args, **kwargs)
+    if op._schema.name.endswith("_") and torch.Tag.pointwise in op.tags and args:
+        _check_inplace_broadcast(op, args, kwargs)
     metrics.count_decomposition(op.name())
     _decomposing.add(op)
     try:

@@ -107,6 +107,11 @@ def remainder(a: Tensor, b: Tensor | Scalar) -> Tensor:
     return a % b
 
 
+@lowers("remainder.Scalar_Tensor", pointwise=True)
+def remainder_scalar_tensor(a: Scalar, b: Tensor) -> Tensor:
+    return Tensor.full(b.shape, a, b.dtype) % b
+
+
 @lowers("fmod.Tensor", "fmod.Scalar", pointwise=True)
 def fmod(a: Tensor, b: Tensor | Scalar) -> Tensor:
     return a.fmod(b)
@@ -127,6 +132,19 @@ def pow_(a: Tensor, b: Tensor | Scalar) -> Tensor:
 @lowers("pow.Scalar", pointwise=True)
 def pow_scalar(a: Scalar, b: Tensor) -> Tensor:
     return b.pow(a, reverse=True)
+
+
+@lowers("atan2.default", pointwise=True)
+def atan2(a: Tensor, b: Tensor) -> Tensor:
+    return a.atan2(b)
+
+
+@lowers("signbit.default")
+def signbit(x: Tensor) -> Tensor:
+    if not x.dtype.is_float:
+        return x < 0
+    bits = {2: dtypes.int16, 4: dtypes.int32, 8: dtypes.int64}[x.dtype.itemsize]
+    return x.bitcast(bits) < 0  # -0.0 and negative nans have the sign bit set too
 
 
 @lowers("maximum.default", pointwise=True)
@@ -172,9 +190,10 @@ _UNARY: dict[str, Callable[[Tensor], Tensor]] = {
     "sin": Tensor.sin, "cos": Tensor.cos, "tan": Tensor.tan, "tanh": Tensor.tanh, "erf": Tensor.erf,
     "sigmoid": Tensor.sigmoid, "floor": Tensor.floor, "ceil": Tensor.ceil, "trunc": Tensor.trunc,
     "sign": Tensor.sign, "sgn": Tensor.sign, "relu": Tensor.relu,
+    "asin": Tensor.asin, "acos": Tensor.acos, "atan": Tensor.atan, "sinh": Tensor.sinh, "cosh": Tensor.cosh,
+    "asinh": Tensor.asinh, "acosh": Tensor.acosh, "atanh": Tensor.atanh, "lgamma": Tensor.lgamma,
+    "expm1": Tensor.expm1, "log1p": Tensor.log1p,
     "log10": lambda x: x.log() * (1 / math.log(10)),
-    "expm1": lambda x: x.exp() - 1,
-    "log1p": lambda x: (x + 1).log(),
     "erfc": lambda x: 1 - x.erf(),
     "silu": lambda x: x * x.sigmoid(),
     "frac": lambda x: x - x.trunc(),
@@ -493,6 +512,12 @@ def addmm(bias: Tensor, a: Tensor, b: Tensor, *, beta: Scalar = 1, alpha: Scalar
     return (bias * beta if beta != 1 else bias) + prod
 
 
+@lowers("addbmm.default")
+def addbmm(bias: Tensor, a: Tensor, b: Tensor, *, beta: Scalar = 1, alpha: Scalar = 1) -> Tensor:
+    return addmm(bias, a.permute(1, 0, 2).reshape(a.shape[1], a.shape[0] * a.shape[2]),
+                 b.reshape(b.shape[0] * b.shape[1], b.shape[2]), beta=beta, alpha=alpha)
+
+
 @lowers("addmv.default")
 def addmv(bias: Tensor, a: Tensor, v: Tensor, *, beta: Scalar = 1, alpha: Scalar = 1) -> Tensor:
     return addmm(bias, a, v, beta=beta, alpha=alpha)
@@ -550,6 +575,24 @@ def cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
         out = padded if out is None else out + padded
         start += n
     return out
+
+
+@lowers("roll.default")
+def roll(x: Tensor, shifts: Sequence[int], dims: Sequence[int] = ()) -> Tensor:
+    if not dims:  # roll the flattened tensor
+        return roll(x.reshape(x.numel()), shifts, [0]).reshape(x.shape)
+    for shift, d in zip(shifts, dims):
+        d %= x.ndim
+        n = x.shape[d]
+        if n == 0 or shift % n == 0:
+            continue
+        cut = n - shift % n
+        x = cat([_slice(x, d, cut, n), _slice(x, d, 0, cut)], d)
+    return x
+
+
+def _slice(x: Tensor, dim: int, lo: int, hi: int) -> Tensor:
+    return x.shrink([(lo, hi) if i == dim else (0, s) for i, s in enumerate(x.shape)])
 
 
 @lowers("constant_pad_nd.default")

@@ -1,5 +1,5 @@
 """Ops whose output shape depends on their arguments, eager only: nonzero, masked_select, indexing with boolean
-masks, and arange.
+masks, arange, and equal (a Python bool).
 
 The eager device can afford what a compiled graph cannot: it reads the count of true elements back to the
 host (one synchronization), then computes the positions on the device. `nonzero` is a scan: each true
@@ -107,7 +107,16 @@ def arange_out(start: float, end: float, step: float = 1, *, out: torch.Tensor) 
     return out
 
 
+def equal(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Same shape and equal elements (one value read back)."""
+    if a.device != b.device:
+        raise RuntimeError(f"Expected all tensors to be on the same device, but found at least two devices, "
+                           f"{a.device} and {b.device}!")
+    return a.shape == b.shape and bool(torch.eq(a, b).all().item())
+
+
 extra_kernels.kernel("arange.start_out", arange_out)
+extra_kernels.kernel("equal.default", equal)
 extra_kernels.kernel("_index_put_impl_.default", index_put_impl_)
 extra_kernels.kernel("nonzero.default", nonzero)
 extra_kernels.kernel("nonzero.out", nonzero_out)
