@@ -23,6 +23,7 @@ from .uop import ELEMENTWISE, REDUCE_IDENTITY, Ops, PatternMatcher, UOp, UPat, g
 
 INT32_MAX = 2**31 - 1
 UPCAST = 4
+SPLIT_ACC = 8  # accumulators of a serial reduction in a kernel without register tiling
 
 
 @dataclass
@@ -32,6 +33,7 @@ class LowerCtx:
     lid: UOp | None
     next_range: int = 0
     reduce_sizes: list[int] = field(default_factory=list)
+    split: int = 1  # independent accumulators per serial reduction (see _reduce)
 
     def new_range(self, size: int) -> UOp:
         self.next_range += 1
@@ -152,10 +154,20 @@ def _reduce(ctx: LowerCtx, x: UOp, valid: UOp, idxs: tuple[UOp, ...]) -> UOp:
         value = ok.where(_idx(src, valid & ok, new), identity)
         partial = UOp(Ops.ACC, x.dtype, (value, r), op)
         return UOp(Ops.GROUP_REDUCE, x.dtype, (partial, ctx.lid), (op, ctx.local))
-    ranges = [ctx.new_range(n) for n in sizes]
+    k = ctx.split if sizes[-1] % ctx.split == 0 and sizes[-1] >= 8 * ctx.split else 1
+    # k accumulators, each over every k-th element of the innermost reduced axis, combined at the end: k
+    # independent chains of adds instead of one long dependent chain (the CPU overlaps them)
+    ranges = [ctx.new_range(n) for n in sizes[:-1]] + [ctx.new_range(sizes[-1] // k)]
     for a, r in zip(axes, ranges):
         new[a] = r
-    return UOp(Ops.ACC, x.dtype, (_idx(src, valid, new), *ranges), op)
+    parts = []
+    for j in range(k):
+        if k > 1:
+            new[axes[-1]] = ranges[-1] * k + j
+        parts.append(UOp(Ops.ACC, x.dtype, (_idx(src, valid, new), *ranges), op))
+    while len(parts) > 1:
+        parts = [parts[i].alu(op, parts[i + 1]) for i in range(0, len(parts), 2)]
+    return parts[0]
 
 
 def _gather(ctx: LowerCtx, x: UOp, valid: UOp, idxs: tuple[UOp, ...]) -> UOp:
@@ -254,6 +266,8 @@ def lower(ast: UOp) -> KernelInfo:
     ctx = LowerCtx(index, local, lid)
 
     upcast = choose_upcast(shape, gdims, bool(reduces), local)
+    if reduces and not upcast and local == 1 and not getenv("TOONY_NOSPLIT"):
+        ctx.split = SPLIT_ACC
     gsizes = tuple(shape[d] // UPCAST if d in upcast else shape[d] for d in gdims)
     n_global = prod(gsizes)
     gid = UOp(Ops.SPECIAL, index, (), ("group" if local > 1 else "gid", n_global))
