@@ -122,6 +122,8 @@ def tanh(x: UOp) -> UOp:
 
 
 transcendental = PatternMatcher([
+    # x ** 2 is x * x exactly (inf and nan included), and a multiply vectorizes where pow() does not
+    (UPat(Ops.POW, src=(UPat(name="x"), UPat(Ops.CONST, arg=2.0)), name="u"), lambda u, x: x * x),
     (UPat(Ops.TANH, dtypes.float32, name="u"), lambda u: tanh(u.src[0])),
     (UPat(Ops.LOG, dtypes.float32, name="u"), lambda u: log(u.src[0])),
     (UPat(Ops.EXP, dtypes.float32, name="u"), lambda u: exp(u.src[0])),

@@ -143,6 +143,16 @@ class TestSchedules(expecttest.TestCase):
         self.assertExpectedInline(names(Tensor(rand(8, 1 << 16)).sum(1)), """r_8_256_r256 r_8_r256""")
 
 
+def test_square_is_a_multiply():
+    # pow(x, 2) is exactly x * x; as a multiply it vectorizes where the pow() library call does not
+    from toony_core.lower import lower
+    x = Tensor(rand(4, 4))
+    ast = schedule(x ** 2)[0].ast
+    ops = {u.op.name for u in lower(ast).uops.toposort()}
+    assert "POW" not in ops and "MUL" in ops
+    np.testing.assert_array_equal((x ** 2).numpy(), x.numpy() * x.numpy())
+
+
 def test_schedule_runs_nothing():
     before = Stats.kernels_launched
     t = (Tensor(rand(4, 4)) * 3).sum()
