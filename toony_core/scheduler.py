@@ -169,11 +169,12 @@ class Region:
     reduces: dict[UOp, list[Way]]
     nodes: set[UOp]
     broadcasts: list[UOp]
+    broadcast_axes: set[int]  # the output axes those broadcasts are along (a value reused along them)
 
 
 def walk_region(m: UOp, stop: set[UOp]) -> Region:
     """Walk kernel node m's sources without crossing a node in `stop`."""
-    region = Region({}, set(), [])
+    region = Region({}, set(), [], set())
     seen: set[tuple[UOp, bool, frozenset[int], tuple]] = set()
     root_rank = len(kernel_shape(m))
     stack = list(_children(m, True, frozenset(), tuple(range(root_rank))))
@@ -186,10 +187,12 @@ def walk_region(m: UOp, stop: set[UOp]) -> Region:
         region.nodes.add(node)
         if node.op is Ops.REDUCE:
             region.reduces.setdefault(node, []).append((simple, axes, dims))
-        elif node.op is Ops.EXPAND and axes and any(
-                n == 1 and big > 1 and isinstance(k, int) and k not in axes
-                for n, big, k in zip(node.src[0].shape, node.shape, dims)):
-            region.broadcasts.append(node.src[0])
+        elif node.op is Ops.EXPAND and axes:
+            along = {k for n, big, k in zip(node.src[0].shape, node.shape, dims)
+                     if n == 1 and big > 1 and isinstance(k, int) and k not in axes}
+            if along:
+                region.broadcasts.append(node.src[0])
+                region.broadcast_axes |= along
         stack.extend(_children(node, simple, axes, dims))
     return region
 
