@@ -48,13 +48,35 @@ def as_lazy(t: torch.Tensor, op: str = "") -> Lazy:
         return Lazy.zeros(tuple(t.shape), dt)
     addr = addr_of(t)
     e = storage.entry(addr)
+    key = (t.shape, t.stride(), t.storage_offset(), dt)
+    if _same_value(e.views_of, _value_token(e)):
+        hit = e.views.get(key)
+        if hit is not None:  # a hot path: eager ops read the same few views of a storage again and again
+            return hit
     if e.pending is not None and e.pending.dtype == dt:
         base = e.pending
     else:
         base = Lazy.from_buffer(storage.read_buffer(addr), dt)
     if t.storage_offset() == 0 and t.is_contiguous() and t.numel() == base.numel():
-        return base.reshape(tuple(t.shape))
-    return base.as_strided(tuple(t.shape), tuple(t.stride()), t.storage_offset())
+        view = base.reshape(tuple(t.shape))
+    else:
+        view = base.as_strided(tuple(t.shape), tuple(t.stride()), t.storage_offset())
+    token = _value_token(e)
+    if not _same_value(e.views_of, token):
+        e.views, e.views_of = {}, token
+    e.views[key] = view
+    return view
+
+
+def _same_value(a: tuple | None, b: tuple) -> bool:
+    return a is not None and a[0] is b[0] and a[1] == b[1]  # `is`: a lazy value's == is elementwise
+
+
+def _value_token(e: storage.StorageEntry) -> tuple:
+    """What a storage's lazy views read: its pending value, or its buffer at its current version."""
+    if e.pending is not None:
+        return (e.pending, None)
+    return (e.buffer, e.buffer.version if e.buffer is not None else None)
 
 
 def set_pending(out: torch.Tensor, value: Lazy, inputs: list[torch.Tensor]) -> None:

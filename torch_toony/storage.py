@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +38,9 @@ class StorageEntry:
     nbytes: int
     buffer: Buffer | None = None
     pending: Any = None  # a toony_core lazy value over the whole storage, or None when `buffer` holds the data
+    # lazy views of this storage handed out (by lazy.as_lazy), valid while the value they read is the same
+    views: dict = field(default_factory=dict)
+    views_of: Any = None  # the pending value or (buffer, version) the cached views read
 
 
 def bind(ext: ModuleType) -> None:

@@ -214,10 +214,7 @@ def _chain(n: int, inplace: bool) -> tuple[torch.Tensor, list[float]]:
 
 
 @pytest.mark.parametrize("inplace", [
-    pytest.param(False, id="x=x+1", marks=pytest.mark.xfail(
-        strict=True, reason="since a realize also materializes live pending ancestors (lazy.py), a 5,000-op "
-        "x = x + 1 chain holds ~26 chunk buffers (6.6 KB) until gc runs: a reference cycle in the scheduler path "
-        "keeps them; bounded (gc frees them, see the closing note), but over this test's 16-buffer budget")),
+    pytest.param(False, id="x=x+1"),
     pytest.param(True, id="x.add_(1)"),
 ])
 def test_long_chain_without_reads_stays_bounded(inplace: bool) -> None:
