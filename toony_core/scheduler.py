@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from .helpers import prod, strides_for
 from .runtime import Buffer, ToonyError
-from .uop import ALU, ELEMENTWISE, MOVEMENT, Ops, PatternMatcher, UOp, UPat, graph_rewrite
+from .uop import ALU, ELEMENTWISE, LIBM, MOVEMENT, Ops, PatternMatcher, UOp, UPat, graph_rewrite
 
 # lazily evaluated nodes that were realized, and the buffer view that now holds their value
 realized: weakref.WeakKeyDictionary[UOp, UOp] = weakref.WeakKeyDictionary()
@@ -203,8 +203,8 @@ def fused_reduces(m: UOp, stop: set[UOp]) -> dict[UOp, list[Way]]:
 
 
 # ops worth computing once rather than once per broadcast index (a load costs about as much as a few adds)
-_EXPENSIVE = {Ops.EXP, Ops.EXP2, Ops.LOG, Ops.LOG2, Ops.SIN, Ops.COS, Ops.TAN, Ops.TANH, Ops.ERF, Ops.SQRT,
-              Ops.RSQRT, Ops.POW, Ops.FDIV, Ops.IDIV, Ops.MOD}
+_EXPENSIVE = LIBM | {Ops.EXP, Ops.EXP2, Ops.LOG, Ops.LOG2, Ops.SIN, Ops.COS, Ops.TAN, Ops.TANH, Ops.ERF, Ops.SQRT,
+                     Ops.RSQRT, Ops.POW, Ops.ATAN2, Ops.FDIV, Ops.IDIV, Ops.MOD}
 _CHEAP_OPS = 4
 
 

@@ -25,6 +25,14 @@ EXP_MAX = 88.72283935546875  # exp of anything larger overflows float32
 EXP_MIN = -103.97208404541016  # exp of anything smaller rounds to 0
 
 
+def _horner(coeffs: tuple[float, ...], x: UOp) -> UOp:
+    """The polynomial with these coefficients (highest power first) at x."""
+    p = UOp.const(coeffs[0], dtypes.float32)
+    for c in coeffs[1:]:
+        p = p * x + c
+    return p
+
+
 def _round(t: UOp) -> UOp:
     """t rounded to the nearest integer (halves away from zero), as int32; t is within int32's range."""
     return (t + (t < 0.0).where(UOp.const(-0.5, t.dtype), 0.5)).cast(dtypes.int32)
@@ -40,9 +48,7 @@ def _pow2(n: UOp) -> tuple[UOp, UOp]:
 
 def _exp_reduced(n: UOp, r: UOp) -> UOp:
     """2^n * e^r for r in [-ln2/2, ln2/2]."""
-    p = UOp.const(EXP_POLY[0], dtypes.float32)
-    for c in EXP_POLY[1:]:
-        p = p * r + c
+    p = _horner(EXP_POLY, r)
     y = p * (r * r) + r + 1.0
     s1, s2 = _pow2(n)
     return y * s1 * s2
@@ -94,9 +100,7 @@ def log(x: UOp) -> UOp:
     f = low.where(m + m, m) - 1.0
     ef = e.cast(dtypes.float32)
     z = f * f
-    p = UOp.const(LOG_POLY[0], dtypes.float32)
-    for c in LOG_POLY[1:]:
-        p = p * f + c
+    p = _horner(LOG_POLY, f)
     y = p * f * z + ef * LN2_LO - z * 0.5
     y = f + y + ef * LN2_HI
     y = (x < 0.0).where(float("nan"), y)
@@ -110,9 +114,7 @@ TANH_POLY = (-5.70498872745e-3, 2.06390887954e-2, -5.37397155531e-2, 1.333144220
 
 def tanh(x: UOp) -> UOp:
     z = x * x
-    p = UOp.const(TANH_POLY[0], dtypes.float32)
-    for c in TANH_POLY[1:]:
-        p = p * z + c
+    p = _horner(TANH_POLY, z)
     small = x.eq(0.0).where(x, p * z * x + x)  # keeps the sign of -0.0
     neg = x < 0.0
     a = neg.where(x.alu(Ops.NEG), x)

@@ -162,6 +162,12 @@ def _functional_kernel(op: torch._ops.OpOverload, low: Lowering) -> Callable:
     return kernel
 
 
+def check_fits_self(self: torch.Tensor, shape: torch.Size) -> None:
+    """An in-place op's result must have self's shape: torch's error when the operands broadcast beyond it."""
+    if shape != self.shape:
+        raise RuntimeError(f"output with shape {list(self.shape)} doesn't match the broadcast shape {list(shape)}")
+
+
 def _inplace_kernel(op: torch._ops.OpOverload, functional: torch._ops.OpOverload, low: Lowering) -> Callable:
     def kernel(self: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         meta_outputs(op, (self, *args), kwargs)  # torch's checks (broadcast to self, castable result)
@@ -170,9 +176,8 @@ def _inplace_kernel(op: torch._ops.OpOverload, functional: torch._ops.OpOverload
             # updated in place in launch order as the CPU's loop does, not recomputed from a pending value
             storage.read_buffer(lazy.addr_of(self))
         meta = meta_outputs(functional, (self, *args), kwargs)
-        if isinstance(meta, torch.Tensor) and meta.shape != self.shape:  # (not every meta in-place kernel checks)
-            raise RuntimeError(f"output with shape {list(self.shape)} doesn't match the broadcast shape "
-                               f"{list(meta.shape)}")
+        if isinstance(meta, torch.Tensor):  # (not every meta in-place kernel checks)
+            check_fits_self(self, meta.shape)
         res = _compute(low, functional, (self, *args), kwargs, meta)
         write_into(self, res, _tensors((self, args, kwargs)))
         return self

@@ -165,14 +165,14 @@ def _decomposition(op: torch._ops.OpOverload) -> Any:
 def _check_inplace_broadcast(op: torch._ops.OpOverload, args: tuple, kwargs: dict) -> None:
     """Raise what torch raises when a pointwise in-place op's operands broadcast beyond self: its
     decomposition computes out of place and copies back, which would otherwise accept (or fail obscurely)."""
-    self = args[0]
+    from .eager import check_fits_self
+
     shapes = [t.shape for t in [*args, *kwargs.values()] if isinstance(t, torch.Tensor)]
     try:
         shape = torch.broadcast_shapes(*shapes)
     except RuntimeError:
         return  # operands that do not broadcast at all: the op itself raises torch's error
-    if shape != self.shape:
-        raise RuntimeError(f"output with shape {list(self.shape)} doesn't match the broadcast shape {list(shape)}")
+    check_fits_self(args[0], shape)
 
 
 def backend_fallback(op: torch._ops.OpOverload, *args: Any, **kwargs: Any) -> Any:

@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from toony_core.helpers import strides_for
+
 from . import extra_kernels
 from .dtypes import to_toony
 from .lowering import arange_values
@@ -30,19 +32,11 @@ def nonzero(x: torch.Tensor) -> torch.Tensor:
     count = int(rank[-1].item())
     row = torch.where(hit, rank - 1, count)  # false elements land in the spare last row
     flat = torch.arange(n_el, device=x.device)
-    coords = [(flat // stride) % size for size, stride in zip(x.shape, _contiguous_strides(x.shape))]
+    coords = [(flat // stride) % size for size, stride in zip(x.shape, strides_for(tuple(x.shape)))]
     rows = torch.zeros((count + 1, ndim), dtype=torch.long, device=x.device)
     if ndim:
         rows.index_put_((row,), torch.stack(coords, 1))
     return rows[:count].clone()
-
-
-def _contiguous_strides(shape: torch.Size) -> list[int]:
-    strides, acc = [], 1
-    for size in reversed(shape):
-        strides.append(acc)
-        acc *= size
-    return strides[::-1]
 
 
 def nonzero_out(x: torch.Tensor, *, out: torch.Tensor) -> torch.Tensor:
