@@ -11,6 +11,8 @@ every call, so calls must not overlap (the runtime's queue is in order and toony
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -60,6 +62,14 @@ class HostMemory:
     def __init__(self, host: object, nbytes: int):
         self.cl = cl.Buffer(device().context, cl.mem_flags.READ_WRITE | cl.mem_flags.USE_HOST_PTR, hostbuf=host)
         self.nbytes = nbytes
+
+
+@functools.lru_cache(maxsize=256)
+def host_memory(address: int, nbytes: int) -> HostMemory:
+    """The host memory at address as a bindable buffer. Kept per (address, nbytes): a graph called again with
+    the same CPU tensors (or new ones the CPU allocator put at the same place) binds the same OpenCL buffer,
+    so its kernels' arguments need not be set again. The buffer only names the memory; nothing is cached."""
+    return HostMemory((ctypes.c_char * nbytes).from_address(address), nbytes)
 
 
 def can_use_host_memory() -> bool:
@@ -152,15 +162,17 @@ class JitProgram:
         self.kernels = len(self.kernel_names)
         self._queue = device().queue
         self._bound: list[Buffer] = list(slots)
+        self._mems: list[cl.Buffer | None] = [None] * len(slots)  # what each slot's kernel args point at now
 
     def __call__(self, bindings: Sequence[Buffer | HostMemory]) -> None:
         if len(bindings) != len(self.slots):
             raise ValueError(f"this program has {len(self.slots)} slots, {len(bindings)} buffers were given")
-        for binds, buf in zip(self._binds, bindings):
-            if binds:
-                mem = buf.cl
+        mems = self._mems
+        for j, (binds, buf) in enumerate(zip(self._binds, bindings)):
+            if binds and buf.cl is not mems[j]:  # a slot bound to the same memory as last call keeps its args
+                mems[j] = buf.cl
                 for kern, i in binds:
-                    kern.set_arg(i, mem)
+                    kern.set_arg(i, mems[j])
         self._bound = list(bindings)
         dbg = debug_level()
         start = time.perf_counter()

@@ -14,7 +14,6 @@ outputs that are views of one intermediate as views of one fresh storage, as eag
 
 from __future__ import annotations
 
-import ctypes
 import math
 import operator
 import warnings
@@ -29,7 +28,7 @@ from torch.utils._pytree import tree_flatten, tree_map
 from toony_core import Tensor as Lazy
 from toony_core import device as cl_device
 from toony_core import dtypes
-from toony_core.jit import HostMemory, JitBuilder, JitProgram, base_buffer, can_use_host_memory
+from toony_core.jit import JitBuilder, JitProgram, base_buffer, can_use_host_memory, host_memory
 from toony_core.runtime import Buffer
 
 from . import storage
@@ -485,7 +484,7 @@ class Capture:
         nbytes = inp.buffer.nbytes if inp is not None else nbytes
         ptr = st.data_ptr()
         if host and ptr % 64 == 0:
-            return HostMemory((ctypes.c_char * nbytes).from_address(ptr), nbytes)
+            return host_memory(ptr, nbytes)
         raw = torch.empty(0, dtype=torch.uint8).set_(st, 0, (nbytes,), (1,))
         key = id(inp) if inp is not None else ptr
         buf = self._staging.get(key)

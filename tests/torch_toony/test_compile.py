@@ -377,6 +377,20 @@ def test_cpu_memory_staged_or_used_in_place(in_place: bool, monkeypatch: pytest.
         close(y, y2)
 
 
+def test_repeated_calls_on_the_same_cpu_tensors_see_their_new_values() -> None:
+    """A call with the same CPU tensors as the last one rebinds nothing (the kernels keep their arguments):
+    values written into those tensors between calls, and fresh tensors, must still be read."""
+    cf = tc(lambda x, y: x * 2 + y)
+    x, y = torch.randn(16), torch.randn(16)
+    for _ in range(3):
+        close(cf(x, y), x * 2 + y)
+        x.add_(1)
+        y.copy_(torch.randn(16))
+    z = torch.randn(16)
+    close(cf(z, y), z * 2 + y)
+    close(cf(x, y), x * 2 + y)
+
+
 def test_zero_dim_and_empty() -> None:
     f = tc(lambda s, e, x: (s * 2 + x.sum(), e * 3, e.sum()))
     s, e, x = torch.tensor(1.5), torch.empty(0, 4), torch.randn(3, 2)
