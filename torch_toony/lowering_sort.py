@@ -138,3 +138,4 @@ def topk(x: Tensor, k: int, dim: int = -1, largest: bool = True, sorted: bool = 
     bounds = tuple((0, k) if d == dim else (0, s) for d, s in enumerate(x.shape))
     return values.shrink(bounds), indices.shrink(bounds)
 
+from . import lowering_linalg  # noqa: E402, F401
