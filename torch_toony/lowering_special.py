@@ -203,6 +203,102 @@ _NDTRI_Q2 = (
 )
 
 
+# Bessel J0, J1, Y0, Y1: the asymptotic amplitude (PP/PQ) and phase (QP/QQ) rational functions of 25/x^2 beyond 5;
+# below 5, rational functions of x^2 (RP/RQ for J, YP/YQ for Y)
+_J0_PP = (
+    7.96936729297347051624e-04, 8.28352392107440799803e-02, 1.23953371646414299388e+00, 5.44725003058768775090e+00,
+    8.74716500199817011941e+00, 5.30324038235394892183e+00, 9.99999999999999997821e-01
+)
+_J0_PQ = (
+    9.24408810558863637013e-04, 8.56288474354474431428e-02, 1.25352743901058953537e+00, 5.47097740330417105182e+00,
+    8.76190883237069594232e+00, 5.30605288235394617618e+00, 1.00000000000000000218e+00
+)
+_J0_QP = (
+    -1.13663838898469149931e-02, -1.28252718670509318512e+00, -1.95539544257735972385e+01,
+    -9.32060152123768231369e+01, -1.77681167980488050595e+02, -1.47077505154951170175e+02,
+    -5.14105326766599330220e+01, -6.05014350600728481186e+00
+)
+_J0_QQ = (
+    6.43178256118178023184e+01, 8.56430025976980587198e+02, 3.88240183605401609683e+03, 7.24046774195652478189e+03,
+    5.93072701187316984827e+03, 2.06209331660327847417e+03, 2.42005740240291393179e+02
+)
+_J0_RP = (
+    -4.79443220978201773821e+09, 1.95617491946556577543e+12, -2.49248344360967716204e+14, 9.70862251047306323952e+15
+)
+_J0_RQ = (
+    4.99563147152651017219e+02, 1.73785401676374683123e+05, 4.84409658339962045305e+07, 1.11855537045356834862e+10,
+    2.11277520115489217587e+12, 3.10518229857422583814e+14, 3.18121955943204943306e+16, 1.71086294081043136091e+18
+)
+_J1_PP = (
+    7.62125616208173112003e-04, 7.31397056940917570436e-02, 1.12719608129684925192e+00, 5.11207951146807644818e+00,
+    8.42404590141772420927e+00, 5.21451598682361504063e+00, 1.00000000000000000254e+00
+)
+_J1_PQ = (
+    5.71323128072548699714e-04, 6.88455908754495404082e-02, 1.10514232634061696926e+00, 5.07386386128601488557e+00,
+    8.39985554327604159757e+00, 5.20982848682361821619e+00, 9.99999999999999997461e-01
+)
+_J1_QP = (
+    5.10862594750176621635e-02, 4.98213872951233449420e+00, 7.58238284132545283818e+01, 3.66779609360150777800e+02,
+    7.10856304998926107277e+02, 5.97489612400613639965e+02, 2.11688757100572135698e+02, 2.52070205858023719784e+01
+)
+_J1_QQ = (
+    7.42373277035675149943e+01, 1.05644886038262816351e+03, 4.98641058337653607651e+03, 9.56231892404756170795e+03,
+    7.99704160447350683650e+03, 2.82619278517639096600e+03, 3.36093607810698293419e+02
+)
+_J1_RP = (
+    -8.99971225705559398224e+08, 4.52228297998194034323e+11, -7.27494245221818276015e+13, 3.68295732863852883286e+15
+)
+_J1_RQ = (
+    6.20836478118054335476e+02, 2.56987256757748830383e+05, 8.35146791431949253037e+07, 2.21511595479792499675e+10,
+    4.74914122079991414898e+12, 7.84369607876235854894e+14, 8.95222336184627338078e+16, 5.32278620332680085395e+18
+)
+_Y0_YP = (
+    1.55924367855235737965e+04, -1.46639295903971606143e+07, 5.43526477051876500413e+09, -9.82136065717911466409e+11,
+    8.75906394395366999549e+13, -3.46628303384729719441e+15, 4.42733268572569800351e+16, -1.84950800436986690637e+16
+)
+_Y0_YQ = (
+    1.04128353664259848412e+03, 6.26107330137134956842e+05, 2.68919633393814121987e+08, 8.64002487103935000337e+10,
+    2.02979612750105546709e+13, 3.17157752842975028269e+15, 2.50596256172653059228e+17
+)
+_Y1_YP = (
+    1.26320474790178026440e+09, -6.47355876379160291031e+11, 1.14509511541823727583e+14, -8.12770255501325109621e+15,
+    2.02439475713594898196e+17, -7.78877196265950026825e+17
+)
+_Y1_YQ = (
+    5.94301592346128195359e+02, 2.35564092943068577943e+05, 7.34811944459721705660e+07, 1.87601316108706159478e+10,
+    3.88231277496238566008e+12, 6.20557727146953693363e+14, 6.87141087355300489866e+16, 3.97270608116560655612e+18
+)
+# Airy Ai: asymptotic rational functions for x >= 2.09 (AN/AD) and x < -2.09 (AFN/AFD, AGN/AGD)
+_AIRY_AN = (
+    3.46538101525629032477e-01, 1.20075952739645805542e+01, 7.62796053615234516538e+01, 1.68089224934630576269e+02,
+    1.59756391350164413639e+02, 7.05360906840444183113e+01, 1.40264691163389668864e+01, 9.99999999999999995305e-01
+)
+_AIRY_AD = (
+    5.67594532638770212846e-01, 1.47562562584847203173e+01, 8.45138970141474626562e+01, 1.77318088145400459522e+02,
+    1.64234692871529701831e+02, 7.14778400825575695274e+01, 1.40959135607834029598e+01, 1.00000000000000000470e+00
+)
+_AIRY_AFN = (
+    -1.31696323418331795333e-01, -6.26456544431912369773e-01, -6.93158036036933542233e-01,
+    -2.79779981545119124951e-01, -4.91900132609500318020e-02, -4.06265923594885404393e-03,
+    -1.59276496239262096340e-04, -2.77649108155232920844e-06, -1.67787698489114633780e-08
+)
+_AIRY_AFD = (
+    1.33560420706553243746e+01, 3.26825032795224613948e+01, 2.67367040941499554804e+01, 9.18707402907259625840e+00,
+    1.47529146771666414581e+00, 1.15687173795188044134e-01, 4.40291641615211203805e-03, 7.54720348287414296618e-05,
+    4.51850092970580378464e-07
+)
+_AIRY_AGN = (
+    1.97339932091685679179e-02, 3.91103029615688277255e-01, 1.06579897599595591108e+00, 9.39169229816650230044e-01,
+    3.51465656105547619242e-01, 6.33888919628925490927e-02, 5.85804113048388458567e-03, 2.82851600836737019778e-04,
+    6.98793669997260967291e-06, 8.11789239554389293311e-08, 3.41551784765923618484e-10
+)
+_AIRY_AGD = (
+    9.30892908077441974853e+00, 1.98352928718312140417e+01, 1.55646628932864612953e+01, 5.47686069422975497931e+00,
+    9.54293611618961883998e-01, 8.64580826352392193095e-02, 4.12656523824222607191e-03, 1.01259085116509135510e-04,
+    1.17166733214413521882e-06, 4.91834570062930015649e-09
+)
+
+
 # ---------------------------------------------------------------- modified Bessel functions (i0, i1, k0, k1)
 # Chebyshev series for exp(-x) I(x) on [0, 8] in x/2 - 2 and for exp(-x) sqrt(x) I(x) on (8, inf) in 32/x - 2;
 # for K, series in x^2 - 2 on (0, 2] and exp(x) sqrt(x) K(x) in 8/x - 2 beyond. torch takes |x| for I.
@@ -512,3 +608,109 @@ def polygamma(n: int, x: Tensor) -> Tensor:
     out = neg.where(reflected, direct(neg.where(1.0, xw)))
     out = ((xw <= 0) & (xw == xw.floor())).where(sign * INF, out)  # the poles, signed as torch's
     return out.cast(x.dtype)
+
+
+# ---------------------------------------------------------------- Bessel functions of the first and second kind
+
+_PI_4, _3PI_4 = 0.785398163397448309615660845819875721, 2.356194490192344928846982537459627163
+_SQRT_2_PI = 0.797884560802865355879892119868763737  # sqrt(2 / pi)
+_2_PI = 0.636619772367581343075535053490057448
+
+
+def _hankel(x: Tensor, pp: Sequence[float], pq: Sequence[float], qp: Sequence[float], qq: Sequence[float],
+            phase: float, second_kind: bool) -> Tensor:
+    """The large-x form sqrt(2/(pi x)) (P cos(x - phase) - (5/x) Q sin(x - phase)) of J (sin and cos swapped,
+    plus sign, for Y), with P and Q rational functions of 25/x^2."""
+    z = 25.0 / (x * x)
+    p, q = _ratio(z, pp, pq), _ratio(z, qp, qq)
+    c, s = (x - phase).cos(), (x - phase).sin()
+    wave = p * s + 5.0 / x * q * c if second_kind else p * c - 5.0 / x * q * s
+    return wave * _SQRT_2_PI / x.sqrt()
+
+
+def _j0_abs(x: Tensor) -> Tensor:
+    """J0(x) for x >= 0: a rational function of x^2 with J0's first two zeros factored out, up to 5."""
+    xx = x * x
+    near = (xx - 5.78318596294678452118) * (xx - 30.4712623436620863991) * _ratio(xx, _J0_RP, _J0_RQ)
+    near = (x < 1e-5).where(1 - xx / 4.0, near)
+    return (x <= 5.0).where(near, _hankel(x, _J0_PP, _J0_PQ, _J0_QP, _J0_QQ, _PI_4, False))
+
+
+def _j1_abs(x: Tensor) -> Tensor:
+    xx = x * x
+    near = _ratio(xx, _J1_RP, _J1_RQ) * x * (xx - 14.6819706421238932572) * (xx - 49.2184563216946036703)
+    return (x <= 5.0).where(near, _hankel(x, _J1_PP, _J1_PQ, _J1_QP, _J1_QQ, _3PI_4, False))
+
+
+@lowers("special_bessel_j0.default", pointwise=True)
+def bessel_j0(x: Tensor) -> Tensor:
+    return _j0_abs(x.abs())
+
+
+@lowers("special_bessel_j1.default", pointwise=True)
+def bessel_j1(x: Tensor) -> Tensor:
+    return _odd(x, _j1_abs(x.abs()))
+
+
+def _y_domain(x: Tensor, value: Tensor) -> Tensor:
+    return (x == 0).where(-INF, (x < 0).where(NAN, value))
+
+
+@lowers("special_bessel_y0.default", pointwise=True)
+def bessel_y0(x: Tensor) -> Tensor:
+    near = _ratio(x * x, _Y0_YP, _Y0_YQ) + _2_PI * x.log() * _j0_abs(x)
+    return _y_domain(x, (x <= 5.0).where(near, _hankel(x, _J0_PP, _J0_PQ, _J0_QP, _J0_QQ, _PI_4, True)))
+
+
+@lowers("special_bessel_y1.default", pointwise=True)
+def bessel_y1(x: Tensor) -> Tensor:
+    near = x * _ratio(x * x, _Y1_YP, _Y1_YQ) + _2_PI * (_j1_abs(x) * x.log() - 1 / x)
+    return _y_domain(x, (x <= 5.0).where(near, _hankel(x, _J1_PP, _J1_PQ, _J1_QP, _J1_QQ, _3PI_4, True)))
+
+
+@lowers("special_spherical_bessel_j0.default", pointwise=True)
+def spherical_bessel_j0(x: Tensor) -> Tensor:
+    """sin(x)/x, from its Taylor series below 1/2 (no 0/0 at 0)."""
+    xx = x * x
+    series = _poly(xx, [(-1) ** k / math.factorial(2 * k + 1) for k in range(6, -1, -1)])
+    return _isinf(x).where(0.0, (x.abs() < 0.5).where(series, x.sin() / x))
+
+
+_AIRY_AI0, _AIRY_AI0_SLOPE = 0.355028053887817239260, 0.258819403792806798405  # Ai(0), -Ai'(0)
+AIRY_SERIES_TERMS = 14  # |x^3| < 9.2 where the series is used: 14 terms reach double precision
+
+
+@lowers("special_airy_ai.default", pointwise=True)
+def airy_ai(x: Tensor) -> Tensor:
+    """Ai(x): its Maclaurin series f(x^3) Ai(0) + g(x^3) x Ai'(0) on (-2.09, 2.09), and Cephes' asymptotic
+    rational forms in zeta = 2/3 |x|^1.5 beyond: oscillating below -2.09, decaying above 2.09."""
+    # below -2.09
+    ax = x.abs()
+    zeta = 2.0 * ax * ax.sqrt() / 3.0
+    z = 1 / zeta
+    zz = z * z
+    t = zeta + 0.25 * math.pi
+    amplitude = 1 + zz * _ratio(zz, _AIRY_AFN, _AIRY_AFD)
+    phase = z * _ratio(zz, _AIRY_AGN, _AIRY_AGD)
+    oscillating = _RSQRT_PI / ax.sqrt().sqrt() * (t.sin() * amplitude - t.cos() * phase)
+    # from 2.09 on
+    decaying = _RSQRT_PI * _ratio(z, _AIRY_AN, _AIRY_AD) / (2.0 * ax.sqrt().sqrt() * zeta.exp())
+    # in between: f = sum x^3k / (2*3)(5*6)..., g = sum x^(3k+1) / (3*4)(6*7)...
+    cube = x * x * x
+    m, n, f, g, k = _full(x, 1.0), x, _full(x, 1.0), x, 1.0
+    for _ in range(AIRY_SERIES_TERMS):
+        m = m * cube / ((k + 1) * (k + 2))
+        n = n * cube / ((k + 2) * (k + 3))
+        f, g, k = f + m, g + n, k + 3
+    series = _AIRY_AI0 * f - _AIRY_AI0_SLOPE * g
+    out = (x < -2.09).where(oscillating, (x >= 2.09).where(decaying, series))
+    return _isinf(x).where(NAN, (x > 103.892).where(0.0, out))
+
+
+@lowers("angle.default", pointwise=True)
+def angle(x: Tensor) -> Tensor:
+    """The argument of a real number: pi for negatives, 0 otherwise (nan stays nan). Complex inputs are not
+    supported on the device."""
+    if not x.dtype.is_float:
+        x = x.cast(dtypes.float32)
+    return _isnan(x).where(x, (x < 0).where(math.pi, 0.0))

@@ -58,6 +58,8 @@ UNARY: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "erfcx": S.erfcx, "log_ndtr": S.log_ndtr, "digamma": torch.digamma,
     "trigamma": lambda x: torch.polygamma(1, x), "polygamma2": lambda x: torch.polygamma(2, x),
     "polygamma3": lambda x: torch.polygamma(3, x), "polygamma4": lambda x: torch.polygamma(4, x),
+    "bessel_j0": S.bessel_j0, "bessel_j1": S.bessel_j1, "bessel_y0": S.bessel_y0, "bessel_y1": S.bessel_y1,
+    "spherical_bessel_j0": S.spherical_bessel_j0, "airy_ai": S.airy_ai, "angle": torch.angle,
 }
 INVERSE: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"erfinv": torch.erfinv, "ndtri": S.ndtri}
 
@@ -74,7 +76,8 @@ def test_inverse_functions(name: str, dtype: torch.dtype) -> None:
     check(INVERSE[name], unit(dtype))
 
 
-@pytest.mark.parametrize("name", ["i0", "i1e", "digamma", "erfcx", "modified_bessel_k1", "trigamma"])
+@pytest.mark.parametrize("name", ["i0", "i1e", "digamma", "erfcx", "modified_bessel_k1", "trigamma", "bessel_y1",
+                                  "airy_ai", "angle"])
 def test_int_input_computes_in_float32(name: str) -> None:
     x = torch.arange(-12, 40, dtype=torch.int32)
     want = UNARY[name](x)
@@ -82,7 +85,7 @@ def test_int_input_computes_in_float32(name: str) -> None:
     check(UNARY[name], x)
 
 
-@pytest.mark.parametrize("name", ["i0e", "i1", "digamma", "erfinv"])
+@pytest.mark.parametrize("name", ["i0e", "i1", "digamma", "erfinv", "angle"])
 def test_float16_rounds_once(name: str) -> None:
     fn = {**UNARY, **INVERSE}[name]
     x = (unit(torch.float32) if name == "erfinv" else wide(torch.float32, -8, 8)).to(torch.float16)
@@ -93,6 +96,7 @@ def test_non_contiguous_and_out_and_inplace() -> None:
     x = wide(torch.float32, -5, 5)[:1500].reshape(30, 50).t()[::2]
     check(S.i1e, x)
     check(lambda t: torch.polygamma(3, t), x)
+    check(S.bessel_y0, x)
     out = torch.empty(x.shape, device=DEV)
     torch.special.erfcx(x.to(DEV), out=out)
     torch.testing.assert_close(out.cpu(), S.erfcx(x), equal_nan=True)
@@ -129,3 +133,8 @@ def test_polygamma_far_negative_reflects() -> None:
     for n in (2, 3, 4):
         check(lambda t, n=n: torch.polygamma(n, t), x)
         check(lambda t, n=n: torch.polygamma(n, t), x.float())
+
+
+def test_angle_of_bool_and_int() -> None:
+    check(torch.angle, torch.tensor([True, False]))
+    check(torch.angle, torch.tensor([-3, 0, 7], dtype=torch.int64))
