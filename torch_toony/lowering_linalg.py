@@ -55,6 +55,15 @@ def _eye(n: int, dtype: dtypes.DType) -> Tensor:
     return (Tensor.arange(n).reshape(n, 1) == Tensor.arange(n).reshape(1, n)).cast(dtype)
 
 
+def _wide(x: Tensor) -> Tensor:
+    """float32 substitution runs in float64 where the device has it, rounding once at the end: a triangular
+    solve's error grows with the condition number (exponentially in n for random triangles), and LAPACK's
+    blocked, FMA-ordered float32 sums round differently from any loop, so the only way to stay close to it is
+    to add no error of our own."""
+    from toony_core import device
+    return x.cast(dtypes.float64) if x.dtype == dtypes.float32 and device().supports_fp64 else x
+
+
 def _mT(x: Tensor) -> Tensor:  # noqa: N802 - torch's name
     return x.transpose(-2, -1)
 
@@ -70,10 +79,10 @@ def _broadcast_batch(*xs: Tensor) -> tuple[Tensor, ...]:
 
 
 def _is_contiguous(x: Tensor) -> bool:
-    """Whether the torch tensor behind a lowering argument is contiguous. torch's solve and det factor A^T
+    """Whether the torch tensor behind a lowering argument is contiguous. torch's det and slogdet factor A^T
     when A is contiguous and their backward formulas redo that test on A, so the LU they return must follow
-    the same rule. An eager argument is a reshape of its storage when contiguous and a strided view
-    otherwise; in a compiled graph a transposed or sliced value is a movement op."""
+    the same rule (torch 2.13's solve factors A itself). An eager argument is a reshape of its storage when
+    contiguous and a strided view otherwise; in a compiled graph a transposed or sliced value is a movement op."""
     u = x.uop
     if u.op is Ops.STRIDED:
         shape, strides, _ = u.arg
@@ -111,8 +120,8 @@ def solve_triangular(a: Tensor, y: Tensor, upper: bool, unit: bool) -> Tensor:
     shape = y.shape
     if y.numel() == 0:
         return y
-    fa, fy = _flat(a.flip((-2, -1)) if upper else a), _flat(y.flip(-2) if upper else y)
-    x = _solve_lower(fa, fy, unit).reshape(shape)
+    fa, fy = _flat(_wide(a.flip((-2, -1)) if upper else a)), _flat(_wide(y.flip(-2) if upper else y))
+    x = _solve_lower(fa, fy, unit).reshape(shape).cast(y.dtype)
     return x.flip(-2) if upper else x
 
 
@@ -298,17 +307,16 @@ def linalg_lu_solve(lu: Tensor, pivots: Tensor, y: Tensor, *, left: bool = True,
     return lu_solve(lu, pivots, y, left, adjoint)
 
 
-def _factor_like_torch(a: Tensor) -> tuple[Tensor, Tensor, Tensor, bool]:
-    """getrf of A^T when A is contiguous, else of A, as torch's solve and det do (see _is_contiguous)."""
-    use_t = _is_contiguous(a)
-    return (*lu_factor(_mT(a) if use_t else a), use_t)
+def _factor_like_torch(a: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """getrf of A^T when A is contiguous, else of A, as torch's det and slogdet do (see _is_contiguous)."""
+    return lu_factor(_mT(a) if _is_contiguous(a) else a)
 
 
 def solve(a: Tensor, y: Tensor, left: bool = True) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(X, LU, pivots, info) of torch's _linalg_solve_ex: Y may be a (batch of) vector(s)."""
     vector = y.ndim == 1 or (y.ndim == a.ndim - 1 and y.shape == a.shape[:-1])
-    lu, pivs, info, use_t = _factor_like_torch(a)
-    x = lu_solve(lu, pivs, y.reshape(*y.shape, 1) if vector else y, left, use_t)
+    lu, pivs, info = lu_factor(a)
+    x = lu_solve(lu, pivs, y.reshape(*y.shape, 1) if vector else y, left)
     return (x.reshape(x.shape[:-1]) if vector else x), lu, pivs, info
 
 
@@ -339,13 +347,13 @@ def _det_p(pivots: Tensor, dtype: dtypes.DType) -> Tensor:
 
 @lowers("_linalg_det.default")
 def linalg_det(a: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    lu, pivs, _, _ = _factor_like_torch(a)  # det(A^T) = det(A)
+    lu, pivs, _ = _factor_like_torch(a)  # det(A^T) = det(A)
     return _det_p(pivs, a.dtype) * _diagonal(lu).prod(-1), lu, pivs
 
 
 @lowers("_linalg_slogdet.default")
 def linalg_slogdet(a: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    lu, pivs, _, _ = _factor_like_torch(a)
+    lu, pivs, _ = _factor_like_torch(a)
     diag = _diagonal(lu)
     return _det_p(pivs, a.dtype) * diag.sign().prod(-1), diag.abs().log().sum(-1), lu, pivs
 
