@@ -114,6 +114,13 @@ class _Fusion:
         for r, ways in region.items():
             if len(self.owners[r]) > 1 or any(not w[0] or any(varies(r, w, d) for d in w[1]) for w in ways):
                 return [r]
+        # costly elementwise work broadcast inside a reduction (a matmul's GELU or layer-norm prologue) would be
+        # recomputed once per output index along the broadcast axis: compute it once instead. Checked before the
+        # loop axes: that kernel takes the prologue's own reductions along, which then no longer force the
+        # matmul's output axes into serial loops
+        costly = [c for b in self.regions[m].broadcasts if (c := _costly_work(b, self.mat)) is not None][:1]
+        if costly:
+            return costly
         dims = loop_dims(shape, region)
         for r, ways in region.items():
             if any(varies(r, w, d) for w in ways for d in dims):
@@ -122,9 +129,7 @@ class _Fusion:
         parallel = prod(s for d, s in enumerate(shape) if d not in dims)
         if serial > MAX_SERIAL and parallel < MIN_PARALLEL:
             return list(region)
-        # costly elementwise work broadcast inside a reduction (a matmul's GELU prologue) would be recomputed
-        # once per output index along the broadcast axis: compute it once instead
-        return [c for b in self.regions[m].broadcasts if (c := _costly_work(b, self.mat)) is not None][:1]
+        return []
 
     def _assign_hazard(self, a: UOp) -> None:
         """A write whose value (or index) reads the written buffer anywhere but at the very element being
@@ -169,12 +174,11 @@ class Region:
     reduces: dict[UOp, list[Way]]
     nodes: set[UOp]
     broadcasts: list[UOp]
-    broadcast_axes: set[int]  # the output axes those broadcasts are along (a value reused along them)
 
 
 def walk_region(m: UOp, stop: set[UOp]) -> Region:
     """Walk kernel node m's sources without crossing a node in `stop`."""
-    region = Region({}, set(), [], set())
+    region = Region({}, set(), [])
     seen: set[tuple[UOp, bool, frozenset[int], tuple]] = set()
     root_rank = len(kernel_shape(m))
     stack = list(_children(m, True, frozenset(), tuple(range(root_rank))))
@@ -188,11 +192,14 @@ def walk_region(m: UOp, stop: set[UOp]) -> Region:
         if node.op is Ops.REDUCE:
             region.reduces.setdefault(node, []).append((simple, axes, dims))
         elif node.op is Ops.EXPAND and axes:
-            along = {k for n, big, k in zip(node.src[0].shape, node.shape, dims)
-                     if n == 1 and big > 1 and isinstance(k, int) and k not in axes}
-            if along:
+            # along kernel axis k when every axis standing for k is broadcast (a merge can join a broadcast
+            # axis with one that is not)
+            broadcast: dict[int, bool] = {}
+            for n, big, k in zip(node.src[0].shape, node.shape, dims):
+                if isinstance(k, int) and k not in axes and big > 1:
+                    broadcast[k] = broadcast.get(k, True) and n == 1
+            if any(broadcast.values()):
                 region.broadcasts.append(node.src[0])
-                region.broadcast_axes |= along
         stack.extend(_children(node, simple, axes, dims))
     return region
 
@@ -240,13 +247,21 @@ def loop_dims(shape: tuple[int, ...], reduces: dict[UOp, list[Way]]) -> set[int]
             if shape[d] > 1 and any(d not in w[1] and not varies(r, w, d) for w in ways)}
 
 
-def _unit_reshape_dims(node: UOp, dims: tuple[int | None, ...]) -> tuple[int | None, ...] | None:
-    """The kernel axes of a reshape's source when the reshape only inserts or drops unit axes, else None."""
-    src = node.src[0].shape
-    if [n for n in src if n != 1] != [n for n in node.shape if n != 1]:
-        return None
-    mapped = iter(k for k, n in zip(dims, node.shape) if n != 1)
-    return tuple(next(mapped) if n != 1 else None for n in src)
+def _reshape_dims(node: UOp, dims: tuple[int | None, ...]) -> tuple[int | None, ...] | None:
+    """The kernel axes of a reshape's source when the reshape only inserts or drops unit axes and merges runs of
+    adjacent axes into one (each merged source axis then stands for the kernel axis it became part of: a value
+    varying along it varies along that axis); None when it splits an axis."""
+    src, dst = node.src[0].shape, node.shape
+    out: list[int | None] = [None] * len(src)
+    sources = iter(a for a, n in enumerate(src) if n != 1)
+    for d, n in enumerate(dst):
+        size = 1
+        while size < n and (a := next(sources, None)) is not None:
+            size *= src[a]
+            out[a] = dims[d]
+        if size != n:
+            return None
+    return tuple(out) if next(sources, None) is None else None
 
 
 def _children(node: UOp, simple: bool, axes: frozenset[int], dims: tuple[int | None, ...]) -> list[tuple]:
@@ -260,7 +275,7 @@ def _children(node: UOp, simple: bool, axes: frozenset[int], dims: tuple[int | N
         return [(node.src[0], simple, axes | frozenset(inner[a] for a in node.arg[1]), inner)]
     if node.op is Ops.GATHER:
         return [(node.src[0], False, axes, (None,) * len(node.src[0].shape)), (node.src[1], simple, axes, dims)]
-    if node.op is Ops.RESHAPE and simple and (mapped := _unit_reshape_dims(node, dims)) is not None:
+    if node.op is Ops.RESHAPE and simple and (mapped := _reshape_dims(node, dims)) is not None:
         return [(node.src[0], True, axes, mapped)]
     if node.op is Ops.PERMUTE:  # axes move, each stays one axis: a transposed matmul result still fuses
         inverse = [0] * len(dims)

@@ -213,24 +213,21 @@ def _overload(name: str) -> torch._ops.OpOverload:
 
 def _variants(name: str) -> list[tuple[str, str]]:
     """(overload name, kind) for the functional overload, its in-place twin and its out= twin, where they exist.
-    The out= twin is the overload whose arguments are the functional's plus out tensors (names vary:
-    mean.out belongs to mean.dim, sum.IntList_out to sum.dim_IntList)."""
-    base, _, overload = name.partition(".")
+    Twins are found by schema, not by overload name: the out= twin takes the functional's arguments plus out
+    tensors (mean.out belongs to mean.dim, sum.IntList_out to sum.dim_IntList), the in-place twin takes the same
+    arguments (pow_.Scalar belongs to pow.Tensor_Scalar, not to pow.Scalar)."""
+    base = name.partition(".")[0]
     found = [(name, "functional")]
-    inplace = f"{base}_.{overload}" if overload else f"{base}_"
-    try:
-        _overload(inplace)
-        found.append((inplace, "inplace"))
-    except AttributeError:
-        pass
     args = [(a.name, str(a.type)) for a in _overload(name)._schema.arguments]
-    packet = getattr(torch.ops.aten, base)
-    for cand in packet.overloads():
-        schema = getattr(packet, cand)._schema
-        outs = [a for a in schema.arguments if a.is_out]
-        if outs and [(a.name, str(a.type)) for a in schema.arguments if not a.is_out] == args:
-            found.append((f"{base}.{cand}", "out"))
-            break
+    for packet_name, kind in ((f"{base}_", "inplace"), (base, "out")):
+        packet = getattr(torch.ops.aten, packet_name, None)
+        for cand in packet.overloads() if packet is not None else []:
+            schema = getattr(packet, cand)._schema
+            outs = [a for a in schema.arguments if a.is_out]
+            if (kind == "out") == bool(outs) and [(a.name, str(a.type)) for a in schema.arguments
+                                                  if not a.is_out] == args:
+                found.append((f"{packet_name}.{cand}", kind))
+                break
     return found
 
 

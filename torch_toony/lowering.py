@@ -87,7 +87,9 @@ def div(a: Tensor, b: Tensor | Scalar) -> Tensor:
 
 
 @lowers("div.Tensor_mode", "div.Scalar_mode", pointwise=True)
-def div_mode(a: Tensor, b: Tensor | Scalar, rounding_mode: str | None = None) -> Tensor:
+def div_mode(a: Tensor | Scalar, b: Tensor | Scalar, rounding_mode: str | None = None) -> Tensor:
+    if not isinstance(a, Tensor):  # a wrapped Python scalar as self; b is then a tensor of the compute dtype
+        a = Tensor.full((), a, b.dtype)
     if rounding_mode is None:
         return a / b
     if rounding_mode == "floor":
@@ -184,12 +186,19 @@ def bitwise_not(a: Tensor) -> Tensor:
     return a.logical_not() if a.dtype == dtypes.bool else ~a
 
 
+def _torch_sign(x: Tensor) -> Tensor:
+    """torch's sign: NaN gives 0 (numpy's, which toony_core follows, keeps NaN)."""
+    if x.dtype.is_float:
+        return (x > 0).cast(x.dtype) - (x < 0).cast(x.dtype)
+    return x.sign()
+
+
 _UNARY: dict[str, Callable[[Tensor], Tensor]] = {
     "neg": Tensor.neg, "abs": Tensor.abs, "exp": Tensor.exp, "exp2": Tensor.exp2, "log": Tensor.log,
     "log2": Tensor.log2, "sqrt": Tensor.sqrt, "rsqrt": Tensor.rsqrt, "reciprocal": Tensor.reciprocal,
     "sin": Tensor.sin, "cos": Tensor.cos, "tan": Tensor.tan, "tanh": Tensor.tanh, "erf": Tensor.erf,
     "sigmoid": Tensor.sigmoid, "floor": Tensor.floor, "ceil": Tensor.ceil, "trunc": Tensor.trunc,
-    "sign": Tensor.sign, "sgn": Tensor.sign, "relu": Tensor.relu,
+    "sign": _torch_sign, "sgn": _torch_sign, "relu": Tensor.relu,
     "asin": Tensor.asin, "acos": Tensor.acos, "atan": Tensor.atan, "sinh": Tensor.sinh, "cosh": Tensor.cosh,
     "asinh": Tensor.asinh, "acosh": Tensor.acosh, "atanh": Tensor.atanh, "lgamma": Tensor.lgamma,
     "expm1": Tensor.expm1, "log1p": Tensor.log1p,

@@ -139,6 +139,19 @@ class TestSchedules(expecttest.TestCase):
         ref = np.vectorize(erf)(x.numpy().astype(np.float64) @ w1.numpy()) @ w2.numpy()
         np.testing.assert_allclose(((x @ w1).erf() @ w2).numpy(), ref, rtol=1e-4, atol=1e-4)
 
+    def test_layer_norm_feeding_a_matmul_through_a_merging_reshape(self):
+        # (b, t, d) normalized per row, merged to (b*t, d) for the matmul: the norm is one kernel (its mean and
+        # variance loops fused), the matmul a second; the merge keeps the rows' identity, so the norm's
+        # reductions are not cut into kernels of their own
+        x, w = Tensor(rand(2, 8, 16)), Tensor(rand(16, 12))
+        mean = x.mean(-1, keepdim=True)
+        var = ((x - mean) * (x - mean)).mean(-1, keepdim=True)
+        y = ((x - mean) * (var + 1e-5).rsqrt()).reshape(16, 16) @ w
+        self.assertExpectedInline(names(y), """r_2_8_l16_r16_r16 r_16_12_r16""")
+        xn = x.numpy().astype(np.float64)
+        ref = ((xn - xn.mean(-1, keepdims=True)) / np.sqrt(xn.var(-1, keepdims=True) + 1e-5)).reshape(16, 16)
+        np.testing.assert_allclose(y.numpy(), ref @ w.numpy(), rtol=1e-4, atol=1e-4)
+
     def test_reduction_over_a_large_axis_per_row(self):
         self.assertExpectedInline(names(Tensor(rand(8, 1 << 16)).sum(1)), """r_8_256_r256 r_8_r256""")
 

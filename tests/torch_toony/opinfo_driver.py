@@ -183,14 +183,14 @@ class Mirror:
                 return self.tensor(v)
             if isinstance(v, torch.device) and v.type == "cpu":
                 return torch.device(self.device)
+            if isinstance(v, str) and v == "cpu":  # a device named by a string (x.to("cpu", torch.float64))
+                return self.device
             return v
 
         return tree_map(one, x)
 
     def sample(self, s: SampleInput) -> SampleInput:
         kwargs = self(s.kwargs)
-        if kwargs.get("device") == "cpu":  # factory-style samples name their device as a string
-            kwargs["device"] = self.device
         return SampleInput(self(s.input), args=self(s.args), kwargs=kwargs,
                            output_process_fn_grad=s.output_process_fn_grad, broadcasts_input=s.broadcasts_input,
                            name=s.name)
