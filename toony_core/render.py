@@ -130,32 +130,63 @@ def _store_stmt(ptr: str, idx: str, val: str, dt: DType) -> str:
     return f"{ptr}[{idx}] = {val};"
 
 
-def _atomic_add_narrow(dt: DType) -> str:
-    """An atomic add for a 1- or 2-byte element: compare-and-swap on the aligned 32-bit word holding it
+# the read-modify-write a scatter with an accumulate op does per element; names the atomic helper
+_ACCUMULATE = {Ops.ADD: "add", Ops.MUL: "mul", Ops.MAX: "max", Ops.MIN: "min"}
+
+
+def _combine(op: Ops, cur: str, v: str, dt: DType) -> str:
+    """op(cur, v) in dt's compute type. On bool, add is `or` and mul is `and` (C++'s bool += and *= do that),
+    and integer products multiply as unsigned: the low bits are the same, and unsigned wraps without UB."""
+    if dt == dtypes.bool:
+        return f"({cur}|{v})" if op in (Ops.ADD, Ops.MAX) else f"({cur}&{v})"
+    if op is Ops.MUL and dt.is_int:
+        word = "ulong" if dt.itemsize == 8 else "uint"
+        return f"(({word}){cur}*({word}){v})"
+    return ALU[op](cur, v, dt)
+
+
+def _atomic_narrow(op: Ops, dt: DType) -> str:
+    """An atomic accumulate for a 1- or 2-byte element: compare-and-swap on the aligned 32-bit word holding it
     (buffers are allocated in whole words, so the word never leaves the buffer)."""
     bits, st = dt.itemsize * 8, dt.storage_cname
     mask = f"{(1 << bits) - 1}u"
-    add = {"float16": "f2h(h2f(cur)+v)", "bfloat16": "f2bf(bf2f(cur)+v)", "bool": "(uchar)((cur!=0)|(v!=0))"}.get(
-        dt.name, f"({st})(cur+v)")
+    decode = {"float16": "h2f(cur)", "bfloat16": "bf2f(cur)", "bool": "(cur!=0)"}.get(dt.name, "cur")
+    nxt = _combine(op, decode, "v", dt)
+    encode = {"float16": f"f2h({nxt})", "bfloat16": f"f2bf({nxt})", "bool": f"(uchar)({nxt})"}.get(
+        dt.name, f"({st})({nxt})")
     raw = "ushort" if dt.name in ("float16", "bfloat16") else "uchar" if dt == dtypes.bool else st
-    return (f"inline void atomic_add_{dt.name}(__global {st}* p, {dt.cname} v) {{\n"
+    return (f"inline void atomic_{_ACCUMULATE[op]}_{dt.name}(__global {st}* p, {dt.cname} v) {{\n"
             f"  volatile __global uint* w = (volatile __global uint*)((size_t)p & ~(size_t)3);\n"
             f"  uint sh = (uint)((size_t)p & 3) * 8, old = *w, prev;\n"
-            f"  do {{ prev = old; {raw} cur = ({raw})((prev >> sh) & {mask}); {raw} nxt = {add};\n"
+            f"  do {{ prev = old; {raw} cur = ({raw})((prev >> sh) & {mask}); {raw} nxt = {encode};\n"
             f"       old = atomic_cmpxchg(w, prev, (prev & ~({mask} << sh)) | ((((uint)nxt) & {mask}) << sh)); }}\n"
             f"  while (old != prev); }}\n")
 
 
-def _atomic_add_stmt(ptr: str, idx: str, val: str, dt: DType) -> str:
-    if dt in (dtypes.int32, dtypes.uint32):
-        return f"atomic_add(&{ptr}[{idx}],{val});"
-    if dt in (dtypes.int64, dtypes.uint64):
-        return f"atom_add(&{ptr}[{idx}],{val});"
-    if dt == dtypes.float32:
-        return f"atomic_add_float(&{ptr}[{idx}],{val});"
-    if dt == dtypes.float64:
-        return f"atomic_add_double(&{ptr}[{idx}],{val});"
-    return f"atomic_add_{dt.name}(&{ptr}[{idx}],{val});"
+def _atomic_wide(op: Ops, dt: DType) -> str:
+    """An atomic accumulate for a 4- or 8-byte element with no native atomic (mul, max, min; float add has its
+    own helpers above): compare-and-swap on the element's bits."""
+    word, cas = ("uint", "atomic_cmpxchg") if dt.itemsize == 4 else ("ulong", "atom_cmpxchg")
+    ct = dt.cname
+    nxt = f"as_{word}(({ct}){_combine(op, f'as_{ct}(prev)', 'v', dt)})"
+    return (f"inline void atomic_{_ACCUMULATE[op]}_{dt.name}(volatile __global {ct}* p, {ct} v) {{\n"
+            f"  volatile __global {word}* w = (volatile __global {word}*)p;\n"
+            f"  {word} old = *w, prev;\n"
+            f"  do {{ prev = old; old = {cas}(w, prev, {nxt}); }} while (old != prev); }}\n")
+
+
+def _atomic_stmt(op: Ops, ptr: str, idx: str, val: str, dt: DType) -> tuple[str, str | None]:
+    """The statement that accumulates val into ptr[idx] with op, and the helper it needs (or None)."""
+    if op is Ops.ADD and dt in (dtypes.int32, dtypes.uint32):
+        return f"atomic_add(&{ptr}[{idx}],{val});", None
+    if op is Ops.ADD and dt in (dtypes.int64, dtypes.uint64):
+        return f"atom_add(&{ptr}[{idx}],{val});", None
+    if op is Ops.ADD and dt == dtypes.float32:
+        return f"atomic_add_float(&{ptr}[{idx}],{val});", None
+    if op is Ops.ADD and dt == dtypes.float64:
+        return f"atomic_add_double(&{ptr}[{idx}],{val});", HELPERS_F64_ATOMIC
+    helper = _atomic_narrow(op, dt) if dt.itemsize < 4 else _atomic_wide(op, dt)
+    return f"atomic_{_ACCUMULATE[op]}_{dt.name}(&{ptr}[{idx}],{val});", helper
 
 
 def _cast_expr(x: str, src: DType, dst: DType) -> str:
@@ -257,12 +288,10 @@ def render(sink: UOp, name: str, param_dtypes: dict[int, DType] | None = None) -
             return f"{dt.cname} {names[u]} = {expr};"
         if u.op is Ops.STORE:
             g, idx, val, valid = u.src
-            if u.arg is Ops.ADD:
-                if g.dtype == dtypes.float64:
-                    helpers.add(HELPERS_F64_ATOMIC)
-                if g.dtype.itemsize < 4:
-                    helpers.add(_atomic_add_narrow(g.dtype))
-                stmt = _atomic_add_stmt(ptr(g), ref(idx), ref(val), g.dtype)
+            if u.arg is not None:  # a scatter that accumulates: duplicate indices combine atomically
+                stmt, helper = _atomic_stmt(u.arg, ptr(g), ref(idx), ref(val), g.dtype)
+                if helper:
+                    helpers.add(helper)
             else:
                 stmt = _store_stmt(ptr(g), ref(idx), ref(val), g.dtype)
             if valid.op is Ops.CONST:
@@ -302,7 +331,7 @@ def render(sink: UOp, name: str, param_dtypes: dict[int, DType] | None = None) -
     pragmas = []
     if uses_double:
         pragmas.append("#pragma OPENCL EXTENSION cl_khr_fp64 : enable")
-    if any(u.op is Ops.STORE and u.arg is Ops.ADD and u.src[0].dtype.itemsize == 8 for u in sink.toposort()):
+    if any(u.op is Ops.STORE and u.arg is not None and u.src[0].dtype.itemsize == 8 for u in sink.toposort()):
         pragmas.append("#pragma OPENCL EXTENSION cl_khr_int64_base_atomics : enable")
     head = "\n".join(pragmas + sorted(helpers))
     body = "\n".join(local_decls + lines)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -28,6 +29,10 @@ Shape = tuple[int, ...]
 # parallel, then a reduction of the partials (more parallel work, and blocked summation is more accurate)
 SPLIT_REDUCE_MIN = 1 << 15
 SPLIT_REDUCE_CHUNKS = 256
+
+# scatter_flat's reduce names -> the accumulate op of its ASSIGN (None overwrites)
+_SCATTER_REDUCE = {None: None, "add": Ops.ADD, "mul": Ops.MUL, "max": Ops.MAX, "min": Ops.MIN}
+_scatter_ids = itertools.count()
 
 
 def _broadcast_shape(*shapes: Shape) -> Shape:
@@ -553,7 +558,8 @@ class Tensor:
         return self.take(self._flat_index_along(dim, index))
 
     def scatter(self, dim: int, index: Tensor, src: Tensor | Scalar, reduce: str | None = None) -> Tensor:
-        """torch.scatter / scatter_add: a copy of self with src written (or added) at index along dim."""
+        """torch.scatter / scatter_add: a copy of self with src written (or combined, see scatter_flat) at index
+        along dim."""
         if index.ndim != self.ndim:
             raise ValueError(f"scatter index has {index.ndim} dims, the target {self.ndim}")
         values = src.cast(self.dtype) if isinstance(src, Tensor) else Tensor.full(index.shape, src, self.dtype)
@@ -562,15 +568,19 @@ class Tensor:
         return self.scatter_flat(self._flat_index_along(dim, index), values, reduce)
 
     def scatter_flat(self, flat_index: Tensor, values: Tensor, reduce: str | None = None) -> Tensor:
-        """A copy of self with values stored at self.flatten()[flat_index] (reduce="add" accumulates)."""
-        if reduce not in (None, "add"):
-            raise ValueError(f"scatter reduce must be None or 'add', not {reduce!r}")
+        """A copy of self with values stored at self.flatten()[flat_index]. reduce ("add", "mul", "max" or "min")
+        combines each value with the element already there instead; duplicate indices all combine (atomically,
+        in no fixed order), and max/min propagate NaN."""
+        if reduce not in _SCATTER_REDUCE:
+            raise ValueError(f"scatter reduce must be one of {list(_SCATTER_REDUCE)}, not {reduce!r}")
         idx = flat_index.cast(dtypes.int64)
         idx = (idx < 0).where(idx + self.numel(), idx)
         values = values.cast(self.dtype)._broadcast_to(idx.shape)
-        target = self.flatten().contiguous()
-        acc = Ops.ADD if reduce == "add" else None
-        out = UOp(Ops.ASSIGN, self.dtype, (target.uop, values.uop, idx.uop), (None, acc))
+        # the copy this scatter writes into must be its own (a unique arg): hash-consing would otherwise give
+        # every scatter of the same tensor, and any other self.flatten().contiguous(), one shared buffer, and
+        # each would see the others' writes
+        target = Tensor(UOp(Ops.CONTIGUOUS, self.dtype, (self.flatten().uop,), ("scatter", next(_scatter_ids))))
+        out = UOp(Ops.ASSIGN, self.dtype, (target.uop, values.uop, idx.uop), (None, _SCATTER_REDUCE[reduce]))
         return Tensor(out).reshape(self.shape)
 
     def assign_strided(self, shape: Sequence[int], strides: Sequence[int], offset: int, value: Tensor | Scalar) \

@@ -90,7 +90,7 @@ class Ops(Enum):
     REDUCE = auto()  # arg=(Ops.ADD|MUL|MAX|MIN, axes); keeps reduced axes as size 1
     GATHER = auto()  # src=(source, flat_index): source.flatten()[flat_index], shape of flat_index
     ASSIGN = auto()  # src=(target BUFFER, value[, flat_index]); arg=(view, accumulate op or None)
-    CONTIGUOUS = auto()  # materialize here
+    CONTIGUOUS = auto()  # materialize here; arg=None, or a unique token for a scatter's private copy
     # kernel level
     INDEX = auto()  # lowering helper: src=(node, valid, *idxs), "node at these indices"
     SPECIAL = auto()  # arg=("gid"|"lid"|"group", size)
