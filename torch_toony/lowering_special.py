@@ -15,9 +15,10 @@ what happens past them are documented at each function.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from toony_core import Tensor, device, dtypes
+from toony_core.tensor import _broadcast_shape
 
 from .lowering import lowers
 
@@ -73,6 +74,22 @@ def _wide(x: Tensor) -> Tensor:
     """x in float64 where the device has it: torch accumulates some float32 functions (zeta, so polygamma) in
     double on the CPU, and matching its results needs the same precision."""
     return x.cast(dtypes.float64) if x.dtype == dtypes.float32 and device().supports_fp64 else x
+
+
+def _rounded(x: Tensor, fn: Callable[[Tensor], Tensor]) -> Tensor:
+    """fn(x) correctly rounded to float32 for a float32 x (computed in double where the device has it)."""
+    return fn(_wide(x)).cast(x.dtype)
+
+
+def _fms(a: Tensor, b: Tensor, c: Tensor) -> Tensor:
+    """a * b - c rounded once, as a fused multiply-subtract: torch's CPU build contracts its recurrences' loops
+    (`(x + x) * q - k * p` runs as fma(x + x, q, -(k * p))), and in a long float32 recurrence near an
+    ill-conditioned point (x near 1 for the Chebyshev kinds) the two roundings of a plain multiply and subtract
+    drift past the tolerance. A float32 product is exact in double, so the double expression rounded to float32
+    is the fused result (double rounding aside)."""
+    if a.dtype != dtypes.float32 or not device().supports_fp64:
+        return a * b - c
+    return (_wide(a) * _wide(b) - _wide(c)).cast(a.dtype)
 
 
 def _sign_of_int(n: Tensor) -> Tensor:
@@ -714,3 +731,185 @@ def angle(x: Tensor) -> Tensor:
     if not x.dtype.is_float:
         x = x.cast(dtypes.float32)
     return _isnan(x).where(x, (x < 0).where(math.pi, 0.0))
+
+
+# ---------------------------------------------------------------- orthogonal polynomials of a tensor degree n
+# torch evaluates them by their three-term recurrences, looping n times (or a closed trigonometric form inside
+# (-1, 1) for the Chebyshev kinds), stopping early once the value is nan. Here the recurrence is unrolled to a
+# fixed number of steps and masked per element; beyond that:
+#   Chebyshev T/U/V/W (and shifted): |x| < 1 uses the trigonometric form as torch does, |x| > 1 the hyperbolic
+#     closed form (in double where the device has it), with torch's overflow behaviour (inf, then nan);
+#   Hermite H/He: torch returns nan past n = 128 (float) / 512 (double), and its recurrence has overflowed to
+#     nan long before that for every x (measured: past n = 52 / 271 for H, 60 / 304 for He), so the unrolled
+#     steps stop a little above those and larger n give nan;
+#   Laguerre and Legendre stay finite for ever on [0, inf) and [-1, 1]: n > POLY_STEPS gives nan (a known gap).
+
+CHEBYSHEV_STEPS = 64
+POLY_STEPS = 128
+_HERMITE_STEPS = {dtypes.float32: 64, dtypes.float64: 320}
+
+
+def _degree(n: Tensor) -> Tensor:
+    """torch's int64 conversion of the degree, kept in floating point: the integer part, and (as an x86
+    conversion of nan, inf or anything out of range gives INT64_MIN) -1 where it is not a representable int."""
+    return ((n == n) & (n.abs() < 9.2e18)).where(n.trunc(), -1.0)
+
+
+def _even(n: Tensor) -> Tensor:
+    half = n * 0.5
+    return half.floor() == half
+
+
+def _recurrence(n: Tensor, p0: Tensor, p1: Tensor, step: Callable[[int, Tensor, Tensor], Tensor], steps: int,
+                stop_at_nan: bool = True) -> Tensor:
+    """p_n for n <= steps, with p_k = step(k, p_{k-1}, p_{k-2}), each step masked to the elements that need it
+    (and, like torch's loops, to those whose last value is not nan)."""
+    p, q = p0, p1
+    for k in range(2, steps + 1):
+        go = n >= k
+        if stop_at_nan:
+            go = go & (q == q)
+        r = step(k, q, p)
+        p, q = go.where(q, p), go.where(r, q)
+    return (n == 0).where(p0, q)
+
+
+def _as_tensors(x: Tensor | Scalar, n: Tensor | Scalar) -> tuple[Tensor, Tensor]:
+    """Both operands as tensors of the broadcast shape (a Python scalar either side: the x_scalar and n_scalar
+    overloads)."""
+    like = x if isinstance(x, Tensor) else n
+    assert isinstance(like, Tensor)
+    xt = x if isinstance(x, Tensor) else _full(like, float(x))
+    nt = n if isinstance(n, Tensor) else _full(like, float(n))
+    shape = _broadcast_shape(xt.shape, nt.shape)
+    return xt._broadcast_to(shape), nt._broadcast_to(shape)
+
+
+def _chebyshev_hyperbolic(kind: str, y: Tensor, n: Tensor) -> Tensor:
+    """The Chebyshev polynomial of this kind at |y| > 1 from its closed form, overflowing as torch's recurrence
+    does: inf once the value overflows, nan once the one two steps back did (inf - inf)."""
+    dt = y.dtype
+    yw, nw = _wide(y), _wide(n)
+    theta = yw.abs().acosh()
+    flip = kind in "VW"  # V(-y) = (-1)^n W(y), W(-y) = (-1)^n V(y)
+    own = (yw > 0) | (not flip)
+
+    def value(m: Tensor) -> Tensor:
+        if kind == "T":
+            v = (m * theta).cosh()
+        elif kind == "U":
+            v = ((m + 1) * theta).sinh() / theta.sinh()
+        else:
+            as_v = ((m + 0.5) * theta).cosh() / (theta * 0.5).cosh()
+            as_w = ((m + 0.5) * theta).sinh() / (theta * 0.5).sinh()
+            v = own.where(as_v, as_w) if kind == "V" else own.where(as_w, as_v)
+        return ((yw < 0) & ~_even(m)).where(-v, v).cast(dt)
+
+    now, before = value(nw), value(nw - 2)
+    return _isinf(before).where(NAN, now)
+
+
+def _chebyshev_kind(kind: str, y: Tensor, n: Tensor, trig_from: int) -> Tensor:
+    """T, U, V or W of degree n at y (y = 2x - 1 for the shifted ones), as torch computes them."""
+    n = _degree(n)
+    ay, even = y.abs(), _even(n)
+    first = {"T": y, "U": y + y, "V": y + y - 1, "W": y + y + 1}[kind]
+    out = _recurrence(n, _full(y, 1.0), first, lambda k, q, p: _fms(y + y, q, p), CHEBYSHEV_STEPS)
+    out = ((n > CHEBYSHEV_STEPS) & (ay > 1)).where(_chebyshev_hyperbolic(kind, y, n), out)
+    # inside (-1, 1), past a few steps: the trigonometric forms, and their limits where the divisor is 0. The
+    # argument n acos(y) is large, so every ulp of it shows: as on the CPU, acos, sin and cos are correctly
+    # rounded (here through double) and the product n acos(y) is rounded to y's dtype before cos sees it (an
+    # explicit conversion: OpenCL may otherwise fuse the multiply into cos's range reduction, unrounded).
+    a = _rounded(y, Tensor.acos)
+
+    def cos(m: Tensor) -> Tensor:
+        return _rounded((_wide(m) * _wide(a)).cast(y.dtype), Tensor.cos)
+
+    def sin(m: Tensor) -> Tensor:
+        return _rounded((_wide(m) * _wide(a)).cast(y.dtype), Tensor.sin)
+
+    odd_sign = even.where(_full(y, 1.0), -1.0)
+    if kind == "T":
+        trig = cos(n)
+        edge = ((y > 0) | even).where(_full(y, 1.0), -1.0)
+    elif kind == "U":
+        s = sin(_full(y, 1.0))
+        trig = (s != 0).where(sin(n + 1) / s, (n + 1) * cos(n + 1) / y)
+        edge = ((y > 0) | even).where(n + 1, -(n + 1))
+    elif kind == "V":
+        trig = (sin(_full(y, 0.5)) != 1).where(cos(n + 0.5) / cos(_full(y, 0.5)), odd_sign * (n + n + 1))
+        edge = (y > 0).where(_full(y, 1.0), odd_sign * (n + n + 1))
+    else:
+        whole = (y > 0).where(n + n + 1, odd_sign)
+        trig = (cos(_full(y, 0.5)) != 1).where(sin(n + 0.5) / sin(_full(y, 0.5)), whole)
+        edge = whole
+    out = ((n > trig_from) & (ay < 1)).where(trig, out)
+    out = (ay == 1).where(edge, out)
+    return (n < 0).where(0.0, out)
+
+
+def _register_chebyshev(kind: str) -> None:
+    low = kind.lower()
+
+    def standard(x: Tensor | Scalar, n: Tensor | Scalar) -> Tensor:
+        xt, nt = _as_tensors(x, n)
+        return _chebyshev_kind(kind, xt, nt, 6 if kind == "T" else 8)
+
+    def shifted(x: Tensor | Scalar, n: Tensor | Scalar) -> Tensor:
+        xt, nt = _as_tensors(x, n)
+        return _chebyshev_kind(kind, xt + xt - 1, nt, 4 if kind == "W" else 6)
+
+    for name, fn in ((f"special_chebyshev_polynomial_{low}", standard),
+                     (f"special_shifted_chebyshev_polynomial_{low}", shifted)):
+        lowers(f"{name}.default", f"{name}.x_scalar", f"{name}.n_scalar", pointwise=True)(fn)
+
+
+for _kind in "TUVW":
+    _register_chebyshev(_kind)
+
+
+def _hermite(x: Tensor, n: Tensor, probabilists: bool) -> Tensor:
+    n = _degree(n)
+    steps = _HERMITE_STEPS.get(x.dtype, 64)
+    if probabilists:  # He_k = x He_{k-1} - (k - 1) He_{k-2}
+        out = _recurrence(n, _full(x, 1.0), x, lambda k, q, p: _fms(x, q, p * (k - 1)), steps, stop_at_nan=False)
+    else:  # H_k = 2x H_{k-1} - 2(k - 1) H_{k-2}
+        out = _recurrence(n, _full(x, 1.0), x + x, lambda k, q, p: _fms(x + x, q, p * (2 * k - 2)), steps,
+                          stop_at_nan=False)
+    return (n < 0).where(0.0, (n > steps).where(NAN, out))
+
+
+@lowers("special_hermite_polynomial_h.default", "special_hermite_polynomial_h.x_scalar",
+        "special_hermite_polynomial_h.n_scalar", pointwise=True)
+def hermite_polynomial_h(x: Tensor | Scalar, n: Tensor | Scalar) -> Tensor:
+    return _hermite(*_as_tensors(x, n), probabilists=False)
+
+
+@lowers("special_hermite_polynomial_he.default", "special_hermite_polynomial_he.x_scalar",
+        "special_hermite_polynomial_he.n_scalar", pointwise=True)
+def hermite_polynomial_he(x: Tensor | Scalar, n: Tensor | Scalar) -> Tensor:
+    return _hermite(*_as_tensors(x, n), probabilists=True)
+
+
+@lowers("special_laguerre_polynomial_l.default", "special_laguerre_polynomial_l.x_scalar",
+        "special_laguerre_polynomial_l.n_scalar", pointwise=True)
+def laguerre_polynomial_l(x: Tensor | Scalar, n: Tensor | Scalar) -> Tensor:
+    xt, nt = _as_tensors(x, n)
+    nt = _degree(nt)
+    # L_k = ((2k - 1 - x) L_{k-1} - (k - 1) L_{k-2}) / k, with torch's grouping of 2(k - 1) + (1 - x)
+    out = _recurrence(nt, _full(xt, 1.0), 1 - xt,
+                      lambda k, q, p: _fms((1 - xt) + (2 * k - 2), q, p * (k - 1)) / k, POLY_STEPS)
+    out = (xt == 0).where(1.0, (nt > POLY_STEPS).where(NAN, out))
+    return (nt < 0).where(0.0, out)
+
+
+@lowers("special_legendre_polynomial_p.default", "special_legendre_polynomial_p.x_scalar",
+        "special_legendre_polynomial_p.n_scalar", pointwise=True)
+def legendre_polynomial_p(x: Tensor | Scalar, n: Tensor | Scalar) -> Tensor:
+    xt, nt = _as_tensors(x, n)
+    nt = _degree(nt)
+    # P_k = ((2k - 1) x P_{k-1} - (k - 1) P_{k-2}) / k
+    out = _recurrence(nt, _full(xt, 1.0), xt, lambda k, q, p: _fms(xt * (2 * k - 1), q, p * (k - 1)) / k, POLY_STEPS)
+    edge = ((xt > 0) | _even(nt)).where(_full(xt, 1.0), -1.0)
+    out = (xt.abs() == 1).where(edge, (nt > POLY_STEPS).where(NAN, out))
+    return (nt < 0).where(0.0, out)
