@@ -100,3 +100,13 @@ def out(name: str, functional_name: str, fn: Callable[..., Any], pointwise: bool
         outs = [a.name for a in op._schema.arguments if a.is_out]
         return eager._out_kernel(op, overload(functional_name), Lowering(fn, pointwise), outs)
     kernel(name, _deferred(build))
+
+
+def _efficient_zero_tensor(size: list[int], *, dtype: torch.dtype | None = None, layout: Any = None,
+                           device: Any = None, pin_memory: bool | None = None) -> torch.Tensor:
+    """Autograd's stand-in for a gradient known to be zero (sgn's backward): an ordinary zero tensor here,
+    where the CPU makes a ZeroTensor that skips its arithmetic; the values are the same."""
+    return torch.zeros(size, dtype=dtype, device=device)
+
+
+kernel("_efficientzerotensor.default", _efficient_zero_tensor)

@@ -17,8 +17,10 @@ coverage of native kernels can be measured honestly.
 
 from __future__ import annotations
 
+import inspect
 import os
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -175,9 +177,56 @@ def _check_inplace_broadcast(op: torch._ops.OpOverload, args: tuple, kwargs: dic
     check_fits_self(args[0], shape)
 
 
+def _functional_twin(op: torch._ops.OpOverload) -> tuple[torch._ops.OpOverload, list[str]] | None:
+    """For an out= overload (`hypot.out`), the functional overload taking the same other arguments and the
+    names of its out arguments; None for any other op."""
+    outs = [a.name for a in op._schema.arguments if a.is_out]
+    if not outs or not all(a.kwarg_only for a in op._schema.arguments if a.is_out):
+        return None
+    args = [(a.name, str(a.type)) for a in op._schema.arguments if not a.is_out]
+    packet = op.overloadpacket
+    for name in packet.overloads():
+        cand = getattr(packet, name)
+        if [(a.name, str(a.type)) for a in cand._schema.arguments] == args and cand._schema.returns:
+            return cand, outs
+    return None
+
+
+def _takes(fn: Callable | None, names: list[str]) -> bool:
+    """Whether fn accepts these keyword arguments."""
+    if fn is None:
+        return False
+    params = inspect.signature(fn).parameters
+    return all(n in params for n in names) or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def _via_functional(fn: Callable, out_names: list[str], args: tuple, kwargs: dict) -> Any:
+    """An out= op as fn (its functional twin or a decomposition without out tensors: those registered for a
+    whole op packet do not all take the out= overload's argument names) copied into the out tensors, with
+    torch's out= rules: out is resized if its shape differs, and the result must cast to out's dtype."""
+    from torch._prims_common.wrappers import _maybe_resize_out, _safe_copy_out
+
+    outs = [kwargs.pop(n) for n in out_names]
+    result = fn(*args, **kwargs)
+    results = result if isinstance(result, (tuple, list)) else (result,)
+    for out, r in zip(outs, results):
+        _maybe_resize_out(out, r.shape)
+        _safe_copy_out(copy_from=r, copy_to=out, exact_dtype=False)
+    return outs[0] if len(outs) == 1 else tuple(outs)
+
+
 def backend_fallback(op: torch._ops.OpOverload, *args: Any, **kwargs: Any) -> Any:
     """The PrivateUse1 kernel of every op without one of its own."""
     decomposition = _decomposition(op)
+    twin = _functional_twin(op)
+    if twin is not None and not _takes(decomposition, twin[1]) and (decomposition or op not in _decomposing):
+        # an out= op computed out of place (by a decomposition that takes no out tensors, else by its
+        # functional twin) and copied into out; a functional twin calling back into this op goes to the CPU
+        _decomposing.add(op)
+        try:
+            return _via_functional(decomposition or twin[0], twin[1], args, dict(kwargs))
+        finally:
+            _decomposing.discard(op)
     if decomposition is None:
         return cpu_fallback(op, *args, **kwargs)
     if op._schema.name.endswith("_") and torch.Tag.pointwise in op.tags and args:

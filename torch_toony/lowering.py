@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from toony_core import Tensor, dtypes
+from toony_core.dtype import min_max
 from toony_core.uop import Ops
 
 from .dtypes import to_toony
@@ -167,6 +168,43 @@ for _name, _fn in [("eq", Tensor.__eq__), ("ne", Tensor.__ne__), ("lt", Tensor._
 for _name, _fn in [("logical_and", Tensor.logical_and), ("logical_or", Tensor.logical_or),
                    ("logical_xor", Tensor.logical_xor)]:
     lowers(f"{_name}.default")(lambda a, b, _f=_fn: _f(a, b))
+
+
+@lowers("fmax.default", pointwise=True)
+def fmax(a: Tensor, b: Tensor) -> Tensor:
+    """maximum that ignores a NaN operand (NaN only when both are)."""
+    return a.maximum(b) if not a.dtype.is_float else (a != a).where(b, (b != b).where(a, a.maximum(b)))
+
+
+@lowers("fmin.default", pointwise=True)
+def fmin(a: Tensor, b: Tensor) -> Tensor:
+    return a.minimum(b) if not a.dtype.is_float else (a != a).where(b, (b != b).where(a, a.minimum(b)))
+
+
+@lowers("hypot.default", pointwise=True)
+def hypot(a: Tensor, b: Tensor) -> Tensor:
+    """sqrt(a^2 + b^2) without overflow or underflow in between, as C's hypot: the larger magnitude times
+    sqrt(1 + ratio^2); an infinite operand gives inf even beside a NaN."""
+    x, y = a.abs(), b.abs()
+    big, small = x.maximum(y), x.minimum(y)
+    ratio = small / big
+    out = (big == 0).where(0.0, big * (ratio * ratio + 1).sqrt())
+    return ((x == math.inf) | (y == math.inf)).where(math.inf, out)
+
+
+@lowers("logit_backward.default", pointwise=True)
+def logit_backward(grad: Tensor, x: Tensor, eps: float | None = None) -> Tensor:
+    """d/dx log(x / (1 - x)) = 1 / (x (1 - x)); outside [0, 1] (no eps) NaN, outside [eps, 1 - eps] 0."""
+    slope = grad / (x * (1 - x))
+    if eps is None or eps < 0:
+        return ((x < 0) | (x > 1)).where(math.nan, slope)
+    return ((x < eps) | (x > 1 - eps)).where(0.0, slope)
+
+
+@lowers("hardshrink_backward.default", "softshrink_backward.default", pointwise=True)
+def shrink_backward(grad: Tensor, x: Tensor, lambd: Scalar) -> Tensor:
+    """Both shrinks pass the gradient where |x| > lambd and stop it inside [-lambd, lambd]."""
+    return ((x >= -lambd) & (x <= lambd)).where(0.0, grad)
 
 
 @lowers("logical_not.default")
@@ -460,17 +498,27 @@ def logsumexp(x: Tensor, dim: Sequence[int], keepdim: bool = False) -> Tensor:
 
 
 def _scan(x: Tensor, dim: int, op: Callable[[Tensor, Tensor], Tensor], identity: Scalar) -> Tensor:
-    """Inclusive scan along dim in log2(n) steps (Hillis-Steele): each step combines with the value 2^k back."""
+    """Inclusive scan of one tensor along dim (see _scan_many)."""
+    return _scan_many([x], dim, lambda a, b: [op(a[0], b[0])], [identity])[0]
+
+
+def _scan_many(xs: list[Tensor], dim: int, op: Callable[[list[Tensor], list[Tensor]], list[Tensor]],
+               identities: list[Scalar]) -> list[Tensor]:
+    """Inclusive scan of same-shaped tensors carried together (a value and its index) along dim, in log2(n)
+    steps (Hillis-Steele): each step combines every element with the one 2^k back, op(earlier, later); op
+    must be associative and leave `later` unchanged when `earlier` is the identity."""
+    x = xs[0]
     dim = dim % max(x.ndim, 1)
     if x.ndim == 0:
-        return x
+        return xs
     n, step = x.shape[dim], 1
     while step < n:
-        shifted = x.pad([(step, 0) if i == dim else (0, 0) for i in range(x.ndim)], identity)
-        shifted = shifted.shrink([(0, n) if i == dim else (0, s) for i, s in enumerate(x.shape)])
-        x = op(x, shifted).contiguous()
+        pads = [(step, 0) if i == dim else (0, 0) for i in range(x.ndim)]
+        window = [(0, n) if i == dim else (0, s) for i, s in enumerate(x.shape)]
+        earlier = [t.pad(pads, v).shrink(window) for t, v in zip(xs, identities)]
+        xs = [t.contiguous() for t in op(earlier, xs)]
         step *= 2
-    return x
+    return xs
 
 
 def _scan_in(x: Tensor, dtype: torch.dtype | None, op: Callable[[Tensor, Tensor], Tensor], identity: Scalar,
@@ -492,6 +540,60 @@ def cumsum(x: Tensor, dim: int, dtype: torch.dtype | None = None) -> Tensor:
 @lowers("cumprod.default")
 def cumprod(x: Tensor, dim: int, dtype: torch.dtype | None = None) -> Tensor:
     return _scan_in(x, dtype, lambda a, b: a * b, 1, dim)
+
+
+@lowers("cummax.default")
+def cummax(x: Tensor, dim: int) -> tuple[Tensor, Tensor]:
+    return _cumulative_extreme(x, dim, Tensor.__ge__)
+
+
+@lowers("cummin.default")
+def cummin(x: Tensor, dim: int) -> tuple[Tensor, Tensor]:
+    return _cumulative_extreme(x, dim, Tensor.__le__)
+
+
+def _cumulative_extreme(x: Tensor, dim: int, at_least: Callable[[Tensor, Tensor], Tensor]) -> tuple[Tensor, Tensor]:
+    """Running max (or min) and the index where it was reached, as the CPU's loop keeps them: a later element
+    takes over when it is NaN or at least as extreme (ties go to the later index; a NaN sticks)."""
+    if x.ndim == 0:
+        return x, Tensor.full((), 0, dtypes.int64)
+    n = x.shape[dim % x.ndim]
+    index = Tensor.arange(n, dtype=dtypes.int64).reshape([n if i == dim % x.ndim else 1 for i in range(x.ndim)])
+    index = index._broadcast_to(x.shape)
+
+    def combine(earlier: list[Tensor], later: list[Tensor]) -> list[Tensor]:
+        take = at_least(later[0], earlier[0])
+        if x.dtype.is_float:
+            take = take | (later[0] != later[0])
+            take = take & ((earlier[0] == earlier[0]) | (later[0] != later[0]))
+        return [take.where(later[0], earlier[0]), take.where(later[1], earlier[1])]
+
+    lowest, highest = min_max(x.dtype)
+    identity = lowest if at_least is Tensor.__ge__ else highest
+    values, indices = _scan_many([x, index], dim, combine, [identity, 0])
+    return values, indices
+
+
+# meta kernels for ATen ops that have none (eager toony computes every output's shape on the meta device first)
+META_LIB = torch.library.Library("aten", "IMPL")  # noqa: TOR901 - implementing existing aten ops
+META_LIB.impl("_logcumsumexp", lambda x, dim: torch.empty_like(x), "Meta")
+
+
+@lowers("_logcumsumexp.default")
+def logcumsumexp(x: Tensor, dim: int) -> Tensor:
+    """log(cumsum(exp(x))) without overflow: a scan of log-add-exp, computed wider than x."""
+    def log_add_exp(earlier: list[Tensor], later: list[Tensor]) -> list[Tensor]:
+        a, b = earlier[0], later[0]
+        hi, lo = a.maximum(b), a.minimum(b)
+        # equal infinities stay themselves (inf - inf would be NaN); everything else is hi + log1p(exp(lo - hi))
+        same_inf = (a == b) & ((a == math.inf) | (a == -math.inf))
+        return [same_inf.where(a, hi + (lo - hi).exp().log1p())]
+
+    from toony_core import device
+    wide = x.cast(dtypes.float32) if x.dtype in (dtypes.float16, dtypes.bfloat16) else x
+    if wide.dtype == dtypes.float32 and device().supports_fp64:
+        wide = wide.cast(dtypes.float64)  # log2(n) roundings per element instead of the CPU loop's one: widen
+    return _scan_many([wide], dim, log_add_exp, [-math.inf])[0].cast(x.dtype)
 
 
 # ---------------------------------------------------------------- linear algebra

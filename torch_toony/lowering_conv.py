@@ -18,7 +18,7 @@ import torch
 from toony_core import Tensor
 from toony_core.dtype import DType
 
-from .lowering import lowers
+from .lowering import META_LIB, lowers
 from .windows import Ints, acc_dtype, expand, gather_windows, pad_crop, transposed_taps, windows, zeros_if_empty
 
 
@@ -145,11 +145,10 @@ def _register_overrideable_meta() -> None:
     def conv_backward_meta(go: torch.Tensor, x: torch.Tensor, w: torch.Tensor, *args: Any) -> Any:
         return aten.convolution_backward(go, x, w, None, *args)
 
-    _meta_lib.impl("convolution_overrideable", conv_meta, "Meta")
-    _meta_lib.impl("convolution_backward_overrideable", conv_backward_meta, "Meta")
+    META_LIB.impl("convolution_overrideable", conv_meta, "Meta")
+    META_LIB.impl("convolution_backward_overrideable", conv_backward_meta, "Meta")
 
 
-_meta_lib = torch.library.Library("aten", "IMPL")  # noqa: TOR901 - meta kernels for existing aten hooks
 _register_overrideable_meta()
 
 

@@ -420,6 +420,41 @@ def huber_loss_backward(grad: Tensor, x: Tensor, target: Tensor, reduction: int,
 # ---------------------------------------------------------------- embedding
 
 
+@lowers("replication_pad1d_backward.default", "replication_pad2d_backward.default",
+        "replication_pad3d_backward.default")
+def replication_pad_backward(grad: Tensor, x: Tensor, padding: Sequence[int]) -> Tensor:
+    """The forward reads input[clamp(j - left, 0, n - 1)] at output position j (negative pads crop), so each
+    input element gets the gradient at its own position, and the first and last also every gradient of the
+    padding before and after them. One padded axis at a time, the last axis first."""
+    for k in range(len(padding) // 2):
+        axis, left, right = grad.ndim - 1 - k, padding[2 * k], padding[2 * k + 1]
+        n = x.shape[axis]
+        total = _window(grad, axis, left, n)
+        if left > 0:
+            total = total + _window(grad.shrink(_along(grad, axis, 0, left)).sum(axis, keepdim=True), axis, 0, n)
+        if right > 0:
+            m = grad.shape[axis]
+            edge = grad.shrink(_along(grad, axis, m - right, m)).sum(axis, keepdim=True)
+            total = total + _window(edge, axis, 1 - n, n)
+        grad = total
+    return grad
+
+
+def _along(t: Tensor, axis: int, start: int, end: int) -> tuple[tuple[int, int], ...]:
+    return tuple((start, end) if a == axis else (0, n) for a, n in enumerate(t.shape))
+
+
+def _window(t: Tensor, axis: int, start: int, length: int) -> Tensor:
+    """t[start : start + length] along axis, zeros where that runs outside t."""
+    n = t.shape[axis]
+    lo, hi = min(max(start, 0), n), min(max(start + length, 0), n)
+    inside = t.shrink(_along(t, axis, lo, hi))
+    before = min(max(-start, 0), length)
+    pads = [(0, 0)] * t.ndim
+    pads[axis] = (before, length - before - (hi - lo))
+    return inside.pad(pads)
+
+
 @lowers("embedding_dense_backward.default")
 def embedding_dense_backward(grad_output: Tensor, indices: Tensor, num_weights: int, padding_idx: int,
                              scale_grad_by_freq: bool) -> Tensor:

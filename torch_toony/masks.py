@@ -1,5 +1,5 @@
 """Ops whose output shape depends on their arguments, eager only: nonzero, masked_select, indexing with boolean
-masks, arange, and equal (a Python bool).
+masks, arange, equal (a Python bool), and histc (whose range can come from the data).
 
 The eager device can afford what a compiled graph cannot: it reads the count of true elements back to the
 host (one synchronization), then computes the positions on the device. `nonzero` is a scan: each true
@@ -10,6 +10,7 @@ going to a spare row that is cut off. Boolean indices of `index` and `index_put`
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -109,8 +110,36 @@ def equal(a: torch.Tensor, b: torch.Tensor) -> bool:
     return a.shape == b.shape and bool(torch.eq(a, b).all().item())
 
 
+def histc(x: torch.Tensor, bins: int = 100, min: float = 0, max: float = 0) -> torch.Tensor:  # noqa: A002
+    """Counts of x in `bins` equal bins over [min, max] (the data's range when min == max), as the CPU computes
+    them: bin = trunc((x - min) * bins / (max - min)) in x's dtype, x == max in the last bin, values outside
+    (and NaN) not counted. The counts are one scatter-add into a spare bin for the uncounted."""
+    if bins <= 0:
+        raise RuntimeError(f"torch.histogram(): bins must be > 0, but got {bins} for dimension 0")
+    lo, hi = float(min), float(max)
+    if lo == hi and x.numel():
+        lo, hi = x.min().item(), x.max().item()  # two values read back
+    if lo == hi:
+        lo, hi = lo - 1, hi + 1
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise RuntimeError(f"torch.histc: range of [{_g(lo)}, {_g(hi)}] is not finite")
+    if lo > hi:
+        raise RuntimeError("torch.histc: max must be larger than min")
+    lo_t, hi_t = (torch.tensor(v, dtype=x.dtype).item() for v in (lo, hi))  # the edges in x's dtype, as the CPU
+    pos = ((x.reshape(-1) - lo_t) * bins / (hi_t - lo_t)).to(torch.long).clamp(max=bins - 1)
+    counted = (x.reshape(-1) >= lo_t) & (x.reshape(-1) <= hi_t)
+    counts = torch.zeros(bins + 1, dtype=x.dtype, device=x.device)
+    counts.scatter_add_(0, torch.where(counted, pos, bins), torch.ones_like(x.reshape(-1)))
+    return counts[:bins].clone()
+
+
+def _g(v: float) -> str:
+    return f"{v:g}"
+
+
 extra_kernels.kernel("arange.start_out", arange_out)
 extra_kernels.kernel("equal.default", equal)
+extra_kernels.kernel("histc.default", histc)
 extra_kernels.kernel("_index_put_impl_.default", index_put_impl_)
 extra_kernels.kernel("nonzero.default", nonzero)
 extra_kernels.kernel("nonzero.out", nonzero_out)

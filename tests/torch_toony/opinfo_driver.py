@@ -431,7 +431,7 @@ def check_out(op: OpInfo, dtype: torch.dtype, k: int = DEFAULT_CAPS["out"]) -> R
             dev_s = Mirror(DEVICE).sample(s)
             with _quiet_resize_warning():
                 try:
-                    _call(op, s, out=cpu_out)
+                    cpu_returned = _call(op, s, out=cpu_out)
                 except Exception as cpu_err:
                     try:
                         _call(op, dev_s, out=dev_out)
@@ -442,7 +442,9 @@ def check_out(op: OpInfo, dtype: torch.dtype, k: int = DEFAULT_CAPS["out"]) -> R
                     raise AssertionError(f"out={kind}: the CPU raises but toony does not: "
                                          f"{type(cpu_err).__name__}: {cpu_err}") from None
                 returned = _call(op, dev_s, out=dev_out)
-            if not _same_objects(returned, dev_out):
+            if cpu_returned is None and returned is not None:  # out= overloads returning () give None
+                raise AssertionError(f"out={kind}: the CPU returns None, toony {type(returned).__name__}")
+            if cpu_returned is not None and not _same_objects(returned, dev_out):
                 raise AssertionError(f"out={kind}: the op did not return its out= tensor(s)")
             try:
                 _compare(op, dtype, run, s.output_process_fn_grad(dev_out), s.output_process_fn_grad(functional),

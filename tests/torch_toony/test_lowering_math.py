@@ -87,3 +87,91 @@ def test_inplace_result_must_fit_self(op: str) -> None:
         with pytest.raises(RuntimeError, match="doesn't match the broadcast shape"):
             getattr(x, op)(*((y, 0.5) if op == "lerp_" else (y,)))
         assert torch.equal(x.cpu(), torch.zeros(3, 1))
+
+
+SPECIAL_VALUES = torch.tensor([0.0, -0.0, 1.5, -2.0, 3e38, -3e38, 1e-40, float("inf"), float("-inf"), float("nan")])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.int64])
+@pytest.mark.parametrize("name", ["fmax", "fmin", "hypot"])
+def test_nan_aware_binary(name: str, dtype: torch.dtype) -> None:
+    if name == "hypot" and not dtype.is_floating_point:
+        pytest.skip("the CPU has no integer hypot")
+    a = SPECIAL_VALUES.to(dtype) if dtype.is_floating_point else torch.arange(-5, 5)
+    a, b = a.repeat_interleave(len(a)), a.repeat(len(a))  # every pair
+    got = getattr(torch, name)(a.to(DEV), b.to(DEV)).cpu()
+    torch.testing.assert_close(got, getattr(torch, name)(a, b), equal_nan=True)
+
+
+def test_sign_of_nan_is_zero() -> None:
+    for fn in (torch.sign, torch.sgn):
+        torch.testing.assert_close(fn(SPECIAL_VALUES.to(DEV)).cpu(), fn(SPECIAL_VALUES))
+
+
+def test_div_with_a_scalar_self_and_a_rounding_mode() -> None:
+    x = torch.tensor([0.7, -1.5, 4.0])
+    for mode in ("trunc", "floor"):
+        got = torch.div(torch.tensor(5.0), x.to(DEV), rounding_mode=mode).cpu()
+        torch.testing.assert_close(got, torch.div(torch.tensor(5.0), x, rounding_mode=mode))
+
+
+def test_pow_in_place_with_a_scalar_exponent() -> None:
+    x = torch.tensor([[1.5, -2.0], [3.0, 0.5]])
+    for fn in (lambda t: t.pow_(3), lambda t: t.square_(), lambda t: t.pow_(0.5)):
+        torch.testing.assert_close(fn(x.to(DEV)).cpu(), fn(x.clone()), equal_nan=True)
+
+
+@pytest.mark.parametrize("name", ["logit", "hardshrink", "softshrink"])
+def test_pointwise_backward(name: str) -> None:
+    x = torch.tensor([-0.6, -0.5, -0.1, 0.0, 0.2, 0.5, 0.9, 1.0, 1.3])
+    fn = {"logit": lambda t: torch.logit(t, eps=0.15), "hardshrink": torch.nn.functional.hardshrink,
+          "softshrink": torch.nn.functional.softshrink}[name]
+    grads = []
+    for dev in ("cpu", DEV):
+        t = x.to(dev).detach().requires_grad_()
+        fn(t).backward(torch.linspace(1, 2, len(x)).to(dev))
+        grads.append(t.grad.cpu())
+    torch.testing.assert_close(grads[1], grads[0])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.int32, torch.bool])
+@pytest.mark.parametrize("name", ["cummax", "cummin"])
+def test_cumulative_extremes_keep_the_last_tie_and_stick_to_nan(name: str, dtype: torch.dtype) -> None:
+    x = torch.tensor([[1.0, 3.0, 3.0, 2.0, float("nan"), 5.0, 0.0], [2.0, 2.0, -1.0, 4.0, 4.0, 1.0, 4.0]])
+    x = x.nan_to_num(7.0).to(dtype) if dtype != torch.float32 else x
+    for dim in (0, 1, -1):
+        want, got = getattr(torch, name)(x, dim), getattr(torch, name)(x.to(DEV), dim)
+        torch.testing.assert_close(got.values.cpu(), want.values, equal_nan=True)
+        torch.testing.assert_close(got.indices.cpu(), want.indices)
+
+
+def test_logcumsumexp() -> None:
+    x = torch.tensor([[-float("inf"), -float("inf"), 0.0, 80.0, -80.0, float("inf"), 1.0],
+                      [1e-3, 2e-3, -1e4, 3.0, 3.0, 3.0, float("nan")]])
+    for dtype in (torch.float32, torch.float64, torch.bfloat16):
+        torch.testing.assert_close(torch.logcumsumexp(x.to(dtype).to(DEV), 1).cpu(),
+                                   torch.logcumsumexp(x.to(dtype), 1), equal_nan=True)
+
+
+@pytest.mark.parametrize(("shape", "pad"), [((2, 3, 5), (2, 3)), ((2, 3, 5), (-1, 2)), ((1, 2, 4, 5), (1, 2, 3, 0)),
+                                            ((1, 1, 3, 4, 2), (1, 1, 2, 0, 0, 3)), ((2, 3, 1), (3, 2))])
+def test_replication_pad_backward(shape: tuple[int, ...], pad: tuple[int, ...]) -> None:
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    g = torch.randn(torch.nn.functional.pad(x, pad, mode="replicate").shape)
+    grads = []
+    for dev in ("cpu", DEV):
+        t = x.to(dev).detach().requires_grad_()
+        torch.nn.functional.pad(t, pad, mode="replicate").backward(g.to(dev))
+        grads.append(t.grad.cpu())
+    torch.testing.assert_close(grads[1], grads[0])
+
+
+def test_out_overload_computed_by_its_functional_twin() -> None:
+    # reflection_pad1d_backward's out= overload: its packet-wide decomposition takes no `grad_input`, so the
+    # result is computed out of place and copied into out (resized, as torch's out= rule says)
+    g, x = torch.randn(2, 3, 9), torch.randn(2, 3, 6)
+    want = torch.ops.aten.reflection_pad1d_backward(g, x, [2, 1])
+    out = torch.empty(0).to(DEV)
+    got = torch.ops.aten.reflection_pad1d_backward.grad_input(g.to(DEV), x.to(DEV), [2, 1], grad_input=out)
+    assert got is out
+    torch.testing.assert_close(out.cpu(), want)

@@ -104,3 +104,20 @@ def test_ops_with_a_decomposition_run_it_on_the_device() -> None:
     m = torch_toony.metrics()
     assert not m["fallbacks"]
     assert {"aten::threshold_backward.grad_input", "aten::addcmul.out"} <= set(m["decompositions"])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+def test_histc(dtype: torch.dtype) -> None:
+    x = torch.cat([torch.randn(200, generator=torch.Generator().manual_seed(0)) * 3,
+                   torch.tensor([float("nan"), 2.0, -2.0, 100.0])]).to(dtype)
+    for bins, lo, hi in [(10, -2, 2), (1, -1, 5), (30, -10, 10)]:
+        torch.testing.assert_close(torch.histc(x.to("toony"), bins, lo, hi).cpu(), torch.histc(x, bins, lo, hi))
+    finite = x[:-4]  # min == max: the range is the data's
+    torch.testing.assert_close(torch.histc(finite.to("toony"), 7).cpu(), torch.histc(finite, 7))
+    with pytest.raises(RuntimeError, match="is not finite"):  # a NaN makes the data's range NaN
+        torch.histc(x.to("toony"), 7)
+    torch.testing.assert_close(torch.histc(torch.full((5,), 3.0).to("toony"), 4).cpu(),
+                               torch.histc(torch.full((5,), 3.0), 4))  # one value: range [2, 4]
+    torch.testing.assert_close(torch.histc(torch.empty(0).to("toony"), 3).cpu(), torch.histc(torch.empty(0), 3))
+    with pytest.raises(RuntimeError, match="max must be larger than min"):
+        torch.histc(x.to("toony"), 5, 2, 1)
