@@ -198,6 +198,21 @@ def _cache_dir() -> Path:
     return path
 
 
+class ConstantBuffer(Buffer):
+    """A small read-only table of values kernels read (their float constants, see scheduler): a cache of the
+    compiler's like its compiled kernels, so it is not counted in memory_allocated."""
+
+    __slots__ = ()
+
+    def __init__(self, values: np.ndarray):
+        super().__init__(values.nbytes)
+        flags = cl.mem_flags.READ_ONLY | cl.mem_flags.COPY_HOST_PTR
+        self._cl = cl.Buffer(device().context, flags, hostbuf=np.ascontiguousarray(values))
+
+    def __del__(self) -> None:
+        pass  # the cl.Buffer goes with this object; it never came from the allocator
+
+
 class CompileStats:
     built = 0  # programs compiled from source in this process
     loaded = 0  # programs loaded from the disk cache

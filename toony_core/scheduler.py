@@ -13,11 +13,16 @@ max and row sum are computed once per row, then the row is written), so softmax 
 from __future__ import annotations
 
 import heapq
+import math
 import weakref
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
+import numpy as np
+
+from .dtype import DType, dtypes
 from .helpers import prod, strides_for
-from .runtime import Buffer, ToonyError
+from .runtime import Buffer, ConstantBuffer, ToonyError
 from .uop import ALU, ELEMENTWISE, LIBM, MOVEMENT, Ops, PatternMatcher, UOp, UPat, graph_rewrite
 
 # lazily evaluated nodes that were realized, and the buffer view that now holds their value
@@ -365,6 +370,44 @@ def _region_inputs(m: UOp, mat: set[UOp]) -> list[UOp]:
     return out
 
 
+# float constants that stay literals in kernel source: integral values (sizes, counts) and the ones the
+# rewrite rules look for; every other float constant (a learning rate, an optimizer's bias correction) is
+# read from a small buffer, so a kernel run again with new values is the same compiled kernel
+_LIFTED_DTYPES = (dtypes.float32, dtypes.float64)
+_const_buffers: OrderedDict[tuple, Buffer] = OrderedDict()
+CONST_BUFFERS_KEPT = 1024
+
+
+def _lifted(x: UOp) -> bool:
+    return x.op is Ops.CONST and x.dtype in _LIFTED_DTYPES and math.isfinite(x.arg) and x.arg != int(x.arg)
+
+
+def _constants_buffer(dtype: DType, values: tuple[float, ...]) -> Buffer:
+    key = (dtype, values)
+    buf = _const_buffers.get(key)
+    if buf is None:
+        buf = _const_buffers[key] = ConstantBuffer(np.array(values, dtype=dtype.np))
+        if len(_const_buffers) > CONST_BUFFERS_KEPT:
+            _const_buffers.popitem(last=False)
+    _const_buffers.move_to_end(key)
+    return buf
+
+
+def _kernel_constants(value: UOp, m: UOp, mat: set[UOp]) -> dict[DType, list[float]]:
+    """The liftable float constants a kernel computes with (not looking into other kernels), per dtype."""
+    found: dict[DType, list[float]] = {}
+    stack, seen = [value], set()
+    while stack:
+        n = stack.pop()
+        if n in seen or (n in mat and n is not m) or n.op is Ops.BUFFER:
+            continue
+        seen.add(n)
+        if _lifted(n) and n.arg not in found.setdefault(n.dtype, []):
+            found[n.dtype].append(n.arg)
+        stack.extend(n.src)
+    return {dt: sorted(vs) for dt, vs in found.items() if vs}
+
+
 def _make_item(m: UOp, buffers: dict[UOp, Buffer], mat: set[UOp]) -> ScheduleItem:
     out_buf = buffers[m]
     params: list[Buffer] = [out_buf]
@@ -375,7 +418,14 @@ def _make_item(m: UOp, buffers: dict[UOp, Buffer], mat: set[UOp]) -> ScheduleIte
             params.append(buf)
         return UOp(Ops.DEFINE_GLOBAL, dtype, (), (params.index(buf), numel))
 
+    constants = _kernel_constants(_kernel_value(m), m, mat)
+    tables = {dt: (param(_constants_buffer(dt, tuple(vs)), len(vs), dt), vs) for dt, vs in constants.items()}
+
     def leaf(x: UOp) -> UOp | None:
+        if _lifted(x):
+            table, values = tables[x.dtype]
+            i = values.index(x.arg)
+            return UOp(Ops.RESHAPE, x.dtype, (UOp(Ops.SHRINK, x.dtype, (table,), ((i, i + 1),)),), ())
         if x.op is Ops.BUFFER:
             buf, numel, version = x.arg
             if version != buf.version:

@@ -421,17 +421,21 @@ def graph_rewrite(root: UOp, pm: PatternMatcher, ctx: Any = None) -> UOp:
             node = out
             chain.append(node)
         else:
-            new_src = tuple(rewrite(s) for s in node.src)
+            new_src = tuple(recurse[0](s) for s in node.src)
             if any(a is not b for a, b in zip(new_src, node.src)):
-                node = rewrite(node.replace(src=new_src))
+                node = recurse[0](node.replace(src=new_src))
         for c in chain:
             memo[c] = node
         return node
 
+    # rewrite calls itself through this list, which is emptied at the end: a function naming itself in its own
+    # closure is a cycle only gc frees, and it would keep the graph, the rules (and the buffers their functions
+    # hold) alive until then
+    recurse = [rewrite]
     try:
         return rewrite(root)
     finally:
-        memo.clear()  # `rewrite` refers to itself (a cycle only gc frees): it must not keep the graph alive
+        recurse.clear()
 
 
 def walk(u: UOp) -> Iterator[UOp]:

@@ -225,3 +225,36 @@ def test_realize_the_same_tensor_twice():
     realize(t, t)
     assert Stats.kernels_launched - before == 1
     np.testing.assert_array_equal(t.numpy(), np.full(4, 2.0, np.float32))
+
+
+def test_float_constants_are_read_from_a_table_so_new_values_reuse_the_kernel():
+    # an optimizer's bias correction changes every step: the kernel must not be rebuilt for each value
+    from toony_core.realize import _kernels
+    x = Tensor(rand(64))
+    (x * 0.25 + 1.75).numpy()
+    before = len(_kernels)
+    for c in (0.1, 0.3, 1e-3):
+        np.testing.assert_allclose((x * c + 1.75).numpy(), x.numpy() * np.float32(c) + np.float32(1.75), rtol=1e-6)
+    assert len(_kernels) == before
+    # integral values (sizes, counts) stay literals in the source
+    from toony_core.realize import get_kernel
+    assert "3.0f" in get_kernel(schedule(x * 3.0)[0].ast).source
+
+
+def test_a_schedule_leaves_no_cycles_holding_buffers():
+    # graph rewrites and the scheduler's rule closures must not keep intermediate buffers alive until the next
+    # garbage collection (a long chain of realizes would hold every chunk's buffers)
+    import gc
+
+    from toony_core import runtime
+    gc.collect()
+    gc.disable()
+    try:
+        x = Tensor(rand(64))
+        for _ in range(20):
+            x = ((x + 1) * 2).contiguous()
+            x.realize()
+        live = runtime.memory_allocated()
+        assert live <= 4 * 64 * 4, live  # x, its input, at most a pair of in-flight buffers
+    finally:
+        gc.enable()
