@@ -231,6 +231,11 @@ def backend_fallback(op: torch._ops.OpOverload, *args: Any, **kwargs: Any) -> An
         return cpu_fallback(op, *args, **kwargs)
     if op._schema.name.endswith("_") and torch.Tag.pointwise in op.tags and args:
         _check_inplace_broadcast(op, args, kwargs)
+    if op._schema.name.endswith("_") and args:  # an in-place decomposition (_foreach_lerp_, addcmul_)
+        from . import lazy
+        for t in args[0] if isinstance(args[0], (list, tuple)) else [args[0]]:
+            if isinstance(t, torch.Tensor) and t.device.type == "toony" and t.numel():
+                lazy.realize_if_it_reads_others(lazy.addr_of(t))
     metrics.count_decomposition(op.name())
     _decomposing.add(op)
     try:

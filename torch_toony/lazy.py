@@ -107,6 +107,20 @@ def set_pending(out: torch.Tensor, value: Lazy, inputs: list[torch.Tensor]) -> N
         realize_storages([addr])
 
 
+def realize_if_it_reads_others(addr: int) -> None:
+    """Before an in-place update of a storage: if its pending value reads other storages (optimizer state,
+    whose last update read last step's gradient), realize it, so the updates do not chain step after step
+    (each new kernel recomputing old steps' work, old gradients kept alive, a new kernel shape each step).
+    A chain reading only its own storage (x.add_(1) repeated) keeps fusing, up to MAX_PENDING_OPS."""
+    pending = storage.entry(addr).pending
+    if pending is None:
+        return
+    # the buffers it reads, not _reads: a gradient freed since is no longer tracked there, yet its buffer is
+    # still read (and kept alive) by this graph
+    if any(u.op is Ops.BUFFER and storage.owner(u.arg[0]) != addr for u in pending.uop.toposort()):
+        realize_storages([addr])
+
+
 def set_siblings(outputs: list[torch.Tensor]) -> None:
     """Outputs of one op call share work (sort's values and indices share the whole network): when one is
     realized, the pending others are realized in the same schedule."""

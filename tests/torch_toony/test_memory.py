@@ -176,6 +176,25 @@ def test_training_loop_compiles_nothing_after_warmup() -> None:
     assert len(core_realize._kernels) == kernels
 
 
+@pytest.mark.parametrize("foreach", [False, True])
+def test_adamw_state_does_not_chain_across_steps(foreach: bool) -> None:
+    """AdamW's bias corrections change every step and its moments are updated in place every step without
+    being read: each step must reuse the same kernels (constants are read from a table, not compiled in) and
+    a moment's pending value must not embed the previous steps' updates (it is realized before the next)."""
+    model, _, x, y = _tiny_training()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, foreach=foreach)
+    for _ in range(3):
+        _step(model, opt, x, y)
+    kernels = len(core_realize._kernels)
+    sizes = []
+    for _ in range(4):
+        _step(model, opt, x, y)
+        exp_avg = opt.state[model[0].weight]["exp_avg"]
+        sizes.append(lazy._size.get(lazy.addr_of(exp_avg), 0))
+    assert len(core_realize._kernels) == kernels
+    assert len(set(sizes)) == 1, sizes  # the same graph every step, not one step longer each time
+
+
 def test_lazy_bookkeeping_stays_bounded() -> None:
     """The op layer's reader/pending tables do not grow over a training loop (no entries for freed storages)."""
     model, opt, x, y = _tiny_training()
