@@ -393,10 +393,10 @@ def _constants_buffer(dtype: DType, values: tuple[float, ...]) -> Buffer:
     return buf
 
 
-def _kernel_constants(value: UOp, m: UOp, mat: set[UOp]) -> dict[DType, list[float]]:
+def _kernel_constants(roots: list[UOp], m: UOp, mat: set[UOp]) -> dict[DType, list[float]]:
     """The liftable float constants a kernel computes with (not looking into other kernels), per dtype."""
     found: dict[DType, list[float]] = {}
-    stack, seen = [value], set()
+    stack, seen = list(roots), set()
     while stack:
         n = stack.pop()
         if n in seen or (n in mat and n is not m) or n.op is Ops.BUFFER:
@@ -418,11 +418,12 @@ def _make_item(m: UOp, buffers: dict[UOp, Buffer], mat: set[UOp]) -> ScheduleIte
             params.append(buf)
         return UOp(Ops.DEFINE_GLOBAL, dtype, (), (params.index(buf), numel))
 
-    constants = _kernel_constants(_kernel_value(m), m, mat)
+    roots = [_kernel_value(m)] + ([m.src[2]] if m.op is Ops.ASSIGN and len(m.src) > 2 else [])
+    constants = _kernel_constants(roots, m, mat)
     tables = {dt: (param(_constants_buffer(dt, tuple(vs)), len(vs), dt), vs) for dt, vs in constants.items()}
 
     def leaf(x: UOp) -> UOp | None:
-        if _lifted(x):
+        if _lifted(x) and not (x in mat and x is not m):  # (a constant another kernel realizes is its buffer)
             table, values = tables[x.dtype]
             i = values.index(x.arg)
             return UOp(Ops.RESHAPE, x.dtype, (UOp(Ops.SHRINK, x.dtype, (table,), ((i, i + 1),)),), ())

@@ -10,7 +10,7 @@ import expecttest
 import numpy as np
 import pytest
 
-from toony_core import Tensor, device, schedule
+from toony_core import Tensor, device, dtypes, schedule
 from toony_core.realize import Stats
 from toony_core.runtime import Buffer
 
@@ -258,3 +258,19 @@ def test_a_schedule_leaves_no_cycles_holding_buffers():
         assert live <= 4 * 64 * 4, live  # x, its input, at most a pair of in-flight buffers
     finally:
         gc.enable()
+
+
+def test_lifted_constants_in_scatter_indices_and_realized_constants():
+    # a float constant in a scatter's index computation, and a constant another kernel of the same schedule
+    # realizes, are both handled (the table covers every constant the kernel reads)
+    x = Tensor(rand(8))
+    idx = ((Tensor.arange(8).cast(dtypes.float32) * 0.5).floor()).cast(dtypes.int64)
+    got = Tensor.zeros((4,)).scatter_flat(idx, x, reduce="add").numpy()
+    want = np.zeros(4, np.float32)
+    np.add.at(want, np.floor(np.arange(8) * 0.5).astype(np.int64), x.numpy())
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    c = Tensor.full((), 0.25, dtypes.float32)
+    a, b = c.contiguous(), (x * c).contiguous()
+    from toony_core.realize import realize
+    realize(a, b)
+    np.testing.assert_allclose(b.numpy(), x.numpy() * np.float32(0.25))
