@@ -755,6 +755,8 @@ def scatter(x: Tensor, dim: int, index: Tensor, src: Tensor | Scalar) -> Tensor:
 
 @lowers("scatter_add.default")
 def scatter_add(x: Tensor, dim: int, index: Tensor, src: Tensor) -> Tensor:
+    if x.dtype in (dtypes.float16, dtypes.bfloat16):  # the CPU adds 16-bit floats in float32, rounding once
+        return scatter_add(x.cast(dtypes.float32), dim, index, src.cast(dtypes.float32)).cast(x.dtype)
     return x.scatter(dim, index, src, reduce="add") if x.ndim else x + src
 
 

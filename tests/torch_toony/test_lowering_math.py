@@ -175,3 +175,11 @@ def test_out_overload_computed_by_its_functional_twin() -> None:
     got = torch.ops.aten.reflection_pad1d_backward.grad_input(g.to(DEV), x.to(DEV), [2, 1], grad_input=out)
     assert got is out
     torch.testing.assert_close(out.cpu(), want)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_scatter_add_of_16_bit_floats_accumulates_in_float32(dtype: torch.dtype) -> None:
+    src, idx = torch.full((10000,), 0.1, dtype=dtype), torch.zeros(10000, dtype=torch.long)
+    want = torch.zeros(3, dtype=dtype).scatter_add(0, idx, src)  # 1000, not the 256 half-precision steps reach
+    got = torch.zeros(3, dtype=dtype).to(DEV).scatter_add(0, idx.to(DEV), src.to(DEV)).cpu()
+    torch.testing.assert_close(got, want)
