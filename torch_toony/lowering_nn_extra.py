@@ -9,9 +9,12 @@ cost bags x indices x width.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
+from torch._decomp import decompositions as torch_decompositions
 
 from toony_core import Tensor, dtypes
 
@@ -256,6 +259,22 @@ def multilabel_margin_loss_backward(grad_output: Tensor, x: Tensor, target: Tens
     return g.reshape(x.shape).cast(x.dtype)
 
 
+def _one_sample_meta(decomposition: Callable[..., Any], reduction_at: int) -> Callable[..., Any]:
+    """torch's meta kernel (its decomposition) with the CPU's shape for one unreduced sample: (), not (1,).
+    reduction_at: the position of `reduction` among the arguments after (input, target)."""
+    def meta(x: torch.Tensor, target: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        out = decomposition(x, target, *args, **kwargs)
+        reduction = args[reduction_at] if len(args) > reduction_at else kwargs.get("reduction", _MEAN)
+        if x.ndim >= 2 or reduction != 0:
+            return out
+        return out.reshape(()) if isinstance(out, torch.Tensor) else (out[0].reshape(()), *out[1:])
+    return meta
+
+
+# eager toony takes output shapes from the meta kernels: these two must agree with the CPU
+META_LIB.impl("multi_margin_loss", _one_sample_meta(torch_decompositions.multi_margin_loss, 3), "Meta")
+META_LIB.impl("multilabel_margin_loss_forward",
+              _one_sample_meta(torch_decompositions.multilabel_margin_loss_forward, 0), "Meta")
 # neither backward has a meta kernel: its gradient has the input's shape and dtype
 META_LIB.impl("multi_margin_loss_backward", lambda grad_output, x, *args, **kwargs: torch.empty_like(x), "Meta")
 META_LIB.impl("multilabel_margin_loss_backward", lambda grad_output, x, *args, **kwargs: torch.empty_like(x),
