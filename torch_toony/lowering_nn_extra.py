@@ -9,14 +9,14 @@ cost bags x indices x width.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from torch._decomp import decompositions as torch_decompositions
 
-from toony_core import Tensor, dtypes
+from toony_core import Tensor, device, dtypes
 
 from . import extra_kernels, random
 from .lowering import META_LIB, lowers
@@ -438,3 +438,241 @@ def embedding_bag_per_sample_weights_backward(grad: Tensor, weight: Tensor, indi
     rows = _wide(weight).take(idx.reshape(m, 1) * d + cols)
     g = _wide(grad).take(offset2bag.cast(dtypes.int64).reshape(m, 1) * d + cols)
     return (idx != padding_idx).where((rows * g).sum(1), 0)
+
+
+# ---------------------------------------------------------------- grid sampling
+
+_BILINEAR, _NEAREST, _BICUBIC = 0, 1, 2
+_ZEROS, _BORDER, _REFLECTION = 0, 1, 2
+_CUBIC_A = -0.75  # the cubic convolution coefficient torch (and upsample_bicubic2d) use
+
+
+def _stack(parts: Sequence[Tensor]) -> Tensor:
+    """The parts (one shape) stacked along a new first axis: each padded into its own slot, then summed."""
+    k = len(parts)
+    return sum((p.reshape(1, *p.shape).pad(((i, k - 1 - i),) + ((0, 0),) * p.ndim) for i, p in enumerate(parts)),
+               start=Tensor.zeros((k, *parts[0].shape), parts[0].dtype))
+
+
+def _clip(c: Tensor, size: int) -> tuple[Tensor, Tensor]:
+    """c clamped to [0, size - 1] and its derivative (0 at and beyond the ends, as torch's set_grad)."""
+    inside = (c > 0) & (c < size - 1)
+    return c.maximum(0).minimum(size - 1), inside.cast(c.dtype)
+
+
+def _reflect(c: Tensor, twice_low: int, twice_high: int) -> tuple[Tensor, Tensor]:
+    """c reflected into [twice_low / 2, twice_high / 2] (as many bounces as needed) and its derivative (+-1)."""
+    if twice_low == twice_high:
+        return Tensor.zeros(c.shape, c.dtype), Tensor.zeros(c.shape, c.dtype)
+    low, span = twice_low / 2, (twice_high - twice_low) / 2
+    shifted = c - low
+    sign = (shifted < 0).where(-1.0, 1.0).cast(c.dtype)
+    a = shifted.abs()
+    extra = a.fmod(span)
+    flips = (a / span).floor()
+    even = flips - (flips / 2).floor() * 2 == 0
+    return even.where(extra + low, span - extra + low), even.where(sign, -sign)
+
+
+def _unnormalize(g: Tensor, size: int, align_corners: bool, vectorized: bool) -> tuple[Tensor, Tensor]:
+    """A normalized grid coordinate in [-1, 1] as a position along an input axis of `size`, and d(position)/d(g).
+    Rounded as the CPU does: its vectorized 2d kernels compute (g + 1) * (size / 2) - 0.5, its generic ones
+    ((g + 1) * size - 1) / 2 (one ulp apart, which moves a tap where a position lands on an integer)."""
+    scale = (size - 1) / 2 if align_corners else size / 2
+    if align_corners:
+        c = (g + 1) * scale if vectorized else (g + 1) / 2 * (size - 1)
+    elif vectorized and g.dtype == dtypes.float32 and device().supports_fp64:
+        # the CPU's compiler fuses this multiply and subtract (one rounding, not two): a product of two floats
+        # is exact in float64, so computing it there and rounding once gives the same float (one ulp of a
+        # coordinate moves a sample between pixels by up to a pixel step times 2**-24 of the coordinate)
+        c = ((g + 1).cast(dtypes.float64) * scale - 0.5).cast(g.dtype)
+    else:
+        c = (g + 1) * scale - 0.5 if vectorized else ((g + 1) * size - 1) / 2
+    return c, Tensor.full(c.shape, scale, c.dtype)
+
+
+def _source(g: Tensor, size: int, padding_mode: int, align_corners: bool, vectorized: bool) \
+        -> tuple[Tensor, Tensor]:
+    """_unnormalize, then padding_mode applied."""
+    c, grad = _unnormalize(g, size, align_corners, vectorized)
+    if padding_mode == _BORDER:
+        c, d = _clip(c, size)
+        grad = grad * d
+    elif padding_mode == _REFLECTION:
+        c, d = _reflect(c, 0, 2 * (size - 1)) if align_corners else _reflect(c, -1, 2 * size - 1)
+        c, d2 = _clip(c, size)
+        grad = grad * d * d2
+    return c, grad
+
+
+def _round_half_even(c: Tensor) -> Tensor:
+    """nearbyint: the nearest integer, ties to even, as torch's nearest mode rounds."""
+    r = (c + 0.5).floor()
+    odd = r - (r / 2).floor() * 2 != 0
+    return ((r - c == 0.5) & odd).where(r - 1, r)
+
+
+class _Grid:
+    """The sampling geometry shared by forward and backward: per input axis, the source coordinate of every
+    output point (N, 1, *out), and each tap's flat position in the input and its validity."""
+
+    def __init__(self, x: Tensor, grid: Tensor, padding_mode: int, align_corners: bool, raw: bool = False):
+        self.n, self.c, *self.sizes = x.shape
+        self.out = tuple(grid.shape[1:-1])
+        k = len(self.sizes)
+        g = _wide(grid)
+        self.dtype = g.dtype
+        # the CPU's vectorized kernels serve 2d float32 and float64; 3d and half types take its generic ones
+        vectorized = k == 2 and grid.dtype in (dtypes.float32, dtypes.float64)
+        self.coords: list[Tensor] = []
+        self.dcoords: list[Tensor] = []
+        for a, size in enumerate(self.sizes):
+            comp = g.shrink(tuple((0, s) for s in g.shape[:-1]) + ((k - 1 - a, k - a),))
+            comp = comp.reshape(self.n, 1, *self.out)
+            # bicubic pads each tap, not the point itself
+            c, d = _unnormalize(comp, size, align_corners, vectorized) if raw else \
+                _source(comp, size, padding_mode, align_corners, vectorized)
+            self.coords.append(c)
+            self.dcoords.append(d)
+        self.padding_mode, self.align_corners = padding_mode, align_corners
+        plane = math.prod(self.sizes)
+        self.base = (Tensor.arange(self.n * self.c, dtype=dtypes.int64) * plane).reshape(self.n, self.c,
+                                                                                           *([1] * k))
+
+    def tap(self, positions: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+        """(flat index into x (N, C, *out), valid (N, 1, *out)) of integer-valued float positions per axis."""
+        valid = None
+        flat = None
+        stride = 1
+        for a in reversed(range(len(self.sizes))):
+            p, size = positions[a], self.sizes[a]
+            ok = (p >= 0) & (p <= size - 1)
+            valid = ok if valid is None else valid & ok
+            term = ok.where(p, 0).cast(dtypes.int64) * stride
+            flat = term if flat is None else flat + term
+            stride *= size
+        assert valid is not None and flat is not None
+        return self.base + valid.where(flat, 0), valid
+
+
+def _cubic_weights(t: Tensor) -> list[Tensor]:
+    def near(s: Tensor) -> Tensor:
+        return ((_CUBIC_A + 2) * s - (_CUBIC_A + 3)) * s * s + 1
+
+    def far(s: Tensor) -> Tensor:
+        return ((_CUBIC_A * s - 5 * _CUBIC_A) * s + 8 * _CUBIC_A) * s - 4 * _CUBIC_A
+
+    return [far(t + 1), near(t), near(1 - t), far(2 - t)]
+
+
+def _cubic_weight_grads(t: Tensor) -> list[Tensor]:
+    """d/dt of _cubic_weights."""
+    def near(s: Tensor) -> Tensor:  # d/ds of the near polynomial
+        return (3 * (_CUBIC_A + 2) * s - 2 * (_CUBIC_A + 3)) * s
+
+    def far(s: Tensor) -> Tensor:
+        return (3 * _CUBIC_A * s - 10 * _CUBIC_A) * s + 8 * _CUBIC_A
+
+    return [far(t + 1), near(t), -near(1 - t), -far(2 - t)]
+
+
+def _taps(geo: _Grid, mode: int) -> list[tuple[list[Tensor], Tensor, list[Tensor]]]:
+    """Every tap, the last axis fastest: (integer positions per axis, weight, d(weight)/d(coordinate) per
+    axis)."""
+    axes = range(len(geo.sizes))
+    if mode == _NEAREST:
+        pos = [_round_half_even(c) for c in geo.coords]
+        one = Tensor.ones(pos[0].shape, geo.dtype)
+        return [(pos, one, [one * 0 for _ in axes])]
+    per_axis: list[list[tuple[Tensor, Tensor, Tensor]]] = []
+    for c in geo.coords:
+        lo = c.floor()
+        t = c - lo
+        if mode == _BILINEAR:
+            one = Tensor.ones(t.shape, t.dtype)
+            per_axis.append([(lo, 1 - t, -one), (lo + 1, t, one)])
+        else:
+            per_axis.append([(lo + (i - 1), w, dw) for i, (w, dw) in enumerate(zip(_cubic_weights(t),
+                                                                                    _cubic_weight_grads(t)))])
+    taps = []
+    for combo in np.ndindex(*[len(p) for p in per_axis]):
+        chosen = [per_axis[a][i] for a, i in enumerate(combo)]
+        pos = [p for p, _, _ in chosen]
+        if mode == _BICUBIC and geo.padding_mode != _ZEROS:
+            pos = [_source_tap(p, size, geo.padding_mode, geo.align_corners) for p, size in zip(pos, geo.sizes)]
+        weight = math.prod((w for _, w, _ in chosen[1:]), start=chosen[0][1])
+        dweight = [math.prod((dw if b == a else w for b, (_, w, dw) in enumerate(chosen)), start=Tensor.ones(
+            weight.shape, weight.dtype)) for a in axes]
+        taps.append((pos, weight, dweight))
+    return taps
+
+
+def _source_tap(p: Tensor, size: int, padding_mode: int, align_corners: bool) -> Tensor:
+    """A bicubic tap's integer position moved inside the input by padding_mode (border or reflection)."""
+    if padding_mode == _REFLECTION:
+        p, _ = _reflect(p, 0, 2 * (size - 1)) if align_corners else _reflect(p, -1, 2 * size - 1)
+    return _clip(p, size)[0]
+
+
+def _grid_sampler(x: Tensor, grid: Tensor, interpolation_mode: int, padding_mode: int, align_corners: bool) \
+        -> Tensor:
+    geo = _Grid(x, grid, padding_mode, align_corners, raw=interpolation_mode == _BICUBIC)
+    if 0 in x.shape or 0 in geo.out:
+        return Tensor.zeros((geo.n, geo.c, *geo.out), x.dtype)
+    src = _wide(x).flatten()
+    taps = _taps(geo, interpolation_mode)
+    values = [valid.where(src.take(idx), 0) for idx, valid in (geo.tap(pos) for pos, _, _ in taps)]
+    if interpolation_mode == _BICUBIC:
+        # as the CPU rounds: each row of 4 taps interpolated along x first, then the 4 rows along y
+        wx = [_cubic_weights(geo.coords[1] - geo.coords[1].floor())]
+        wy = _cubic_weights(geo.coords[0] - geo.coords[0].floor())
+        rows = [_dot(wx[0], values[4 * i:4 * i + 4]) for i in range(4)]
+        return _dot(wy, rows).cast(x.dtype)
+    return _dot([w for _, w, _ in taps], values).cast(x.dtype)
+
+
+def _dot(weights: Sequence[Tensor], values: Sequence[Tensor]) -> Tensor:
+    """w0 * v0 + w1 * v1 + ..., summed left to right."""
+    out = weights[0] * values[0]
+    for w, v in zip(weights[1:], values[1:]):
+        out = out + w * v
+    return out
+
+
+def _grid_sampler_backward(grad_output: Tensor, x: Tensor, grid: Tensor, interpolation_mode: int,
+                           padding_mode: int, align_corners: bool, output_mask: Sequence[bool] = (True, True)) \
+        -> tuple[Tensor, Tensor]:
+    """grad_input: each tap's weight times the output gradient, scattered (added) into its input position;
+    grad_grid: per axis, the output gradient dotted over channels with the taps' values times the derivative of
+    their weights, times the derivative of the coordinate with respect to the grid."""
+    geo = _Grid(x, grid, padding_mode, align_corners, raw=interpolation_mode == _BICUBIC)
+    k = len(geo.sizes)
+    if 0 in x.shape or 0 in geo.out:
+        return Tensor.zeros(x.shape, x.dtype), Tensor.zeros(grid.shape, grid.dtype)
+    go = _wide(grad_output)
+    src = _wide(x).flatten()
+    taps = _taps(geo, interpolation_mode)
+    idxs, vals, dgrid = [], [], [None] * k
+    for pos, weight, dweight in taps:
+        idx, valid = geo.tap(pos)
+        idxs.append(idx.expand(go.shape))
+        vals.append(valid.where(go * weight, 0))
+        if interpolation_mode != _NEAREST:
+            v = valid.where(src.take(idx), 0) * go
+            for a in range(k):
+                term = (v * dweight[a]).sum(1)
+                dgrid[a] = term if dgrid[a] is None else dgrid[a] + term
+    grad_input = Tensor.zeros((x.numel(),), go.dtype).scatter_flat(_stack(idxs), _stack(vals), "add")
+    if interpolation_mode == _NEAREST:
+        grad_grid = Tensor.zeros(grid.shape, go.dtype)
+    else:
+        # the grid's last axis lists the input axes innermost first (x, y, z)
+        parts = [(dgrid[a] * geo.dcoords[a].reshape(geo.n, *geo.out)) for a in reversed(range(k))]
+        grad_grid = _stack(parts).permute(*range(1, k + 2), 0)
+    return grad_input.reshape(x.shape).cast(x.dtype), grad_grid.cast(grid.dtype)
+
+
+for _name in ("grid_sampler_2d.default", "grid_sampler_3d.default"):
+    lowers(_name)(_grid_sampler)
+for _name in ("grid_sampler_2d_backward.default", "grid_sampler_3d_backward.default"):
+    lowers(_name)(_grid_sampler_backward)

@@ -225,3 +225,37 @@ def test_embedding_bag_scale_grad_by_freq(mode: str) -> None:
     ref = torch.zeros(4, 3, dtype=w.dtype).index_add(0, bag, rows)
     (want,) = torch.autograd.grad(ref, wc, torch.ones_like(ref))
     torch.testing.assert_close(got.cpu(), want)
+
+
+# ---------------------------------------------------------------- grid_sample
+
+GRID_MODES = [(2, "bilinear"), (2, "nearest"), (2, "bicubic"), (3, "bilinear"), (3, "nearest")]
+
+
+@pytest.mark.parametrize("dims_mode", GRID_MODES)
+@pytest.mark.parametrize("padding_mode", ["zeros", "border", "reflection"])
+@pytest.mark.parametrize("align_corners", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_grid_sample(dims_mode: tuple[int, str], padding_mode: str, align_corners: bool, dtype: torch.dtype) -> None:
+    d, mode = dims_mode
+    x = rand(2, 3, *(4, 5, 3)[:d], dtype=dtype)
+    # points well outside [-1, 1] too, so that padding (and reflection's repeated bounces) matters
+    grid = torch.rand(2, *(3, 4, 2)[:d], d, dtype=dtype, generator=torch.Generator().manual_seed(5)) * 5 - 2.5
+    check(F.grid_sample, x, grid, mode=mode, padding_mode=padding_mode, align_corners=align_corners)
+
+
+def test_grid_sample_noncontiguous_and_empty() -> None:
+    grid = torch.rand(2, 2, 4, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(5)) * 2 - 1
+    check(F.grid_sample, rand(2, 3, 6, 5).transpose(2, 3), grid.permute(0, 2, 1, 3)[..., :2], align_corners=False)
+    check(F.grid_sample, rand(0, 3, 4, 5), torch.zeros(0, 3, 3, 2, dtype=torch.float64), align_corners=False)
+    check(F.grid_sample, rand(2, 3, 4, 5), torch.zeros(2, 0, 3, 2, dtype=torch.float64), align_corners=False)
+
+
+def test_grid_sample_pixel_values() -> None:
+    """Integer-valued pixels with large steps and grid points a fraction of an ulp from pixel centers: the
+    sample position must be rounded as the CPU rounds it, or the result moves by a step times that ulp."""
+    x = (torch.arange(2 * 3 * 34 * 45, dtype=torch.float32) * 37 % 256).reshape(2, 3, 34, 45)
+    grid = torch.rand(2, 34, 45, 2, generator=torch.Generator().manual_seed(6)) * 2 - 1
+    for mode in ["bilinear", "bicubic"]:
+        for padding_mode in ["zeros", "border", "reflection"]:
+            check(F.grid_sample, x, grid, mode=mode, padding_mode=padding_mode, align_corners=False, grad=False)
