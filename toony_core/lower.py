@@ -253,12 +253,13 @@ def choose_upcast(shape: tuple[int, ...], gdims: list[int], has_reduce: bool, se
 
 
 def lower(ast: UOp) -> KernelInfo:
-    store = ast.src[0]
-    out, value = store.src[0], store.src[1]
-    view, acc = store.arg
-    shape = value.shape
-    region = walk_region(UOp(Ops.CONTIGUOUS, value.dtype, (value,)), set())
-    reduces = region.reduces
+    """Lower a kernel AST: a SINK of one STORE, or of several over the same output shape (horizontal fusion),
+    which then share the kernel's indices."""
+    shape = ast.src[0].src[1].shape
+    reduces: dict = {}
+    for st in ast.src:
+        value = st.src[1]
+        reduces.update(walk_region(UOp(Ops.CONTIGUOUS, value.dtype, (value,)), set()).reduces)
     loops = loop_dims(shape, reduces)
     gdims = [d for d in range(len(shape)) if d not in loops]
     n_global = prod(shape[d] for d in gdims)
@@ -292,27 +293,32 @@ def lower(ast: UOp) -> KernelInfo:
         for d in ldims:
             idxs[d] = ctx.new_range(shape[d])
 
-    val = _idx(value, valid, idxs)
-    if len(store.src) > 2:  # scatter: the flat position comes from the index tensor
-        pos = _idx(store.src[2], valid, idxs).cast(index)
-        valid = valid & pos.ge(0) & (pos < out.arg[1])
-    else:
-        vshape, vstrides, offset = view
-        pos = ctx.const(offset)
-        for i, st, n in zip(idxs, vstrides, vshape):
-            if n > 1 and st:
-                pos = pos + i * st
-    sink = UOp(Ops.SINK, None, (UOp(Ops.STORE, None, (out, pos, val, valid), acc),))
+    sink = UOp(Ops.SINK, None, tuple(_store(ctx, st, valid, idxs) for st in ast.src))
     sink = graph_rewrite(graph_rewrite(sink, lowering + transcendental, ctx), symbolic)
     if unrolled:
         sink = graph_rewrite(_unroll(sink, unrolled), symbolic)
     if lid is not None:  # a store every work-item of the group would make alike: only the first makes it
-        st = sink.src[0]
-        if not _depends_on(st.src[1], lid):
-            sink = sink.replace(src=(st.replace(src=(*st.src[:3], st.src[3] & lid.eq(0))),))
-            sink = graph_rewrite(sink, symbolic)
+        sink = sink.replace(src=tuple(st if _depends_on(st.src[1], lid) else
+                                      st.replace(src=(*st.src[:3], st.src[3] & lid.eq(0))) for st in sink.src))
+        sink = graph_rewrite(sink, symbolic)
     name = kernel_name(ast, gdims, ldims, reduces, shape) + "".join(f"_u{shape[d]}" for d in upcast)
     return KernelInfo(name, n_global * local, local if local > 1 else None, sink)
+
+
+def _store(ctx: LowerCtx, store: UOp, valid: UOp, idxs: list[UOp]) -> UOp:
+    """A kernel-level STORE(out, value[, index]) as STORE(out, flat position, value at idxs, valid)."""
+    out, value = store.src[0], store.src[1]
+    val = _idx(value, valid, idxs)
+    if len(store.src) > 2:  # scatter: the flat position comes from the index tensor
+        pos = _idx(store.src[2], valid, idxs).cast(ctx.index)
+        valid = valid & pos.ge(0) & (pos < out.arg[1])
+    else:
+        vshape, vstrides, offset = store.arg[0]
+        pos = ctx.const(offset)
+        for i, st, n in zip(idxs, vstrides, vshape):
+            if n > 1 and st:
+                pos = pos + i * st
+    return UOp(Ops.STORE, None, (out, pos, val, valid), store.arg[1])
 
 
 def _unroll(sink: UOp, ranges: list[UOp]) -> UOp:
@@ -330,13 +336,15 @@ def kernel_name(ast: UOp, gdims: list[int] | None = None, ldims: list[int] | Non
                 reduces: dict | None = None, shape: tuple[int, ...] | None = None) -> str:
     """E_ for elementwise kernels, r_ for kernels with reductions; then the global, loop and reduce sizes."""
     if shape is None:
-        value = ast.src[0].src[1]
-        shape = value.shape
-        reduces = fused_reduces(UOp(Ops.CONTIGUOUS, value.dtype, (value,)), set())
+        shape = ast.src[0].src[1].shape
+        reduces = {}
+        for st in ast.src:
+            reduces.update(fused_reduces(UOp(Ops.CONTIGUOUS, st.src[1].dtype, (st.src[1],)), set()))
         ldims = sorted(loop_dims(shape, reduces))
         gdims = [d for d in range(len(shape)) if d not in ldims]
     parts = ["r" if reduces else "E"] + ([str(shape[d]) for d in gdims if shape[d] > 1] or ["1"])
     parts += [f"l{shape[d]}" for d in ldims or []]
     for r in reduces or {}:
         parts += [f"r{r.src[0].shape[a]}" for a in r.arg[1] if r.src[0].shape[a] > 1]
+    parts += [f"x{len(ast.src)}"] if len(ast.src) > 1 else []  # the outputs of a horizontally fused kernel
     return "_".join(parts)

@@ -157,7 +157,8 @@ class Buffer:
         return self._cl is not None
 
     def __del__(self) -> None:
-        if self._cl is not None:
+        # (getattr: an object whose __init__ never ran, e.g. one a failed copy made, has no _cl slot set)
+        if getattr(self, "_cl", None) is not None:
             try:
                 allocator.release(self._cl, self.nbytes)
             except Exception:  # interpreter shutdown: module globals may be gone

@@ -157,12 +157,21 @@ def _reads_elsewhere(root: UOp, target: UOp, view: tuple | None) -> bool:
             continue
         seen.add((node, same_element))
         if node is target:
+            if same_element and _whole_view(view, target.shape):
+                continue  # a 1-D buffer written whole and read whole
             return True  # read through some other view (or as a whole)
         if node.op is Ops.STRIDED and node.src[0] is target and same_element and node.arg == view:
             continue
+        if node.op is Ops.RESHAPE and node.src[0] is target and same_element and _whole_view(view, node.shape):
+            continue  # the whole buffer read in the shape it is written in: element for element
         keeps = same_element and node.op in ELEMENTWISE
         stack.extend((s, keeps) for s in node.src)
     return False
+
+
+def _whole_view(view: tuple | None, shape: tuple[int, ...]) -> bool:
+    """Is the write's view the whole buffer, row-major in `shape` (so a reshape to `shape` reads it alike)?"""
+    return view is not None and view[0] == shape and tuple(view[1]) == strides_for(shape) and view[2] == 0
 
 
 # how a reduction is reached from a kernel: (only through nodes that keep indices?, the axes that enclosing
@@ -327,6 +336,8 @@ def create_schedule(roots_in: list[UOp]) -> tuple[list[ScheduleItem], dict[UOp, 
 
     items = [_make_item(m, buffers, fusion.mat) for m in order]
     _check_write_after_read(items, order)
+    from .horizontal import merge_horizontal  # (it builds on this module's regions)
+    items = merge_horizontal(items, _input_positions(order, fusion.mat))
     flat: dict[UOp, UOp] = {}
     for r in roots:
         if r.op is Ops.BUFFER:
@@ -341,6 +352,18 @@ def create_schedule(roots_in: list[UOp]) -> tuple[list[ScheduleItem], dict[UOp, 
         base = flat[_strip_reshapes(r)]
         outputs[orig] = base if len(r.shape) == 1 else UOp(Ops.RESHAPE, r.dtype, (base,), r.shape)
     return items, outputs
+
+
+def _input_positions(order: list[UOp], mat: set[UOp]) -> list[list[int]]:
+    """For each kernel, the positions of the kernels it reads (an in-place write also follows its target)."""
+    pos = {m: i for i, m in enumerate(order)}
+    out = []
+    for m in order:
+        deps = [pos[n] for n in _region_inputs(m, mat) if n in pos]
+        if m.op is Ops.ASSIGN and m.src[0] in pos:
+            deps.append(pos[m.src[0]])
+        out.append(deps)
+    return out
 
 
 def _strip_reshapes(u: UOp) -> UOp:

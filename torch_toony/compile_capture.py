@@ -29,7 +29,7 @@ from toony_core import Tensor as Lazy
 from toony_core import device as cl_device
 from toony_core import dtypes
 from toony_core.jit import JitBuilder, JitProgram, base_buffer, can_use_host_memory, host_memory
-from toony_core.runtime import Buffer
+from toony_core.runtime import Buffer, ToonyError
 
 from . import storage
 from .compile_fallback import add_cpu_step, host_bytes
@@ -378,10 +378,13 @@ class Capture:
             roots.append(self._own_root(flat, used))
             root_of.append((len(roots) - 1, len(plans) - 1))
         n_outputs = len(roots)
-        mutation_items = sorted(self.mutations.items())
-        for _, v in mutation_items:
-            roots.append(v)
-        done = self.builder.schedule(roots)
+        try:  # input mutations written straight into the inputs, in the same schedule (fused with their values)
+            done = self.builder.schedule(roots + self._input_writes(args, self.mutations))
+        except ToonyError:  # a kernel would read an input after its write: compute first, write afterwards
+            done = self.builder.schedule(roots + list(self.mutations.values()))
+            values = dict(zip(self.mutations, done[n_outputs:]))
+            # writes into inputs come last: every kernel reading an input's old values has run
+            self.builder.schedule(self._input_writes(args, values))
         for k, plan_i in root_of:
             bb = base_buffer(done[k])
             assert bb is not None
@@ -393,17 +396,19 @@ class Capture:
                 assert bb is not None
                 g.buffer = bb[0]
                 self.builder.make_slot(bb[0])
-        assigns = []
-        for (i, _), r in zip(mutation_items, done[n_outputs:]):
+        return plans
+
+    def _input_writes(self, args: list[Any], values: dict[int, Lazy]) -> list[Lazy]:
+        """In-place writes of new values into the graph inputs aot_autograd mutates (BatchNorm's running stats)."""
+        writes = []
+        for i, v in sorted(values.items()):
             a, slot = args[i], self.inputs[i].buffer
             if slot is None:
                 continue
             target = Lazy.from_buffer(slot, to_toony(a.dtype), slot.nbytes // a.element_size())
-            assigns.append(target.assign_strided(tuple(a.shape), tuple(a.stride()), a.storage_offset(),
-                                                 r.reshape(tuple(a.shape))))
-        # writes into inputs come last: every kernel reading an input's old values has run
-        self.builder.schedule(assigns)
-        return plans
+            writes.append(target.assign_strided(tuple(a.shape), tuple(a.stride()), a.storage_offset(),
+                                                v.reshape(tuple(a.shape))))
+        return writes
 
     # ---- a call
     def run(self, args: list[Any]) -> list[Any]:

@@ -570,3 +570,23 @@ def test_entry_point_and_disk_cache(tmp_path: Any) -> None:
     second = _python(code, env)
     assert int(first.split()[-1]) > 0
     assert second.split()[-1] == "0", second
+
+
+def test_batchnorm_running_stats_are_written_by_the_kernels_that_compute_them() -> None:
+    # inference graphs keep BatchNorm's input mutations: the new running mean and variance are computed
+    # straight into the module's buffers (one kernel for both: they have the same shape), not into
+    # temporaries copied afterwards
+    torch.manual_seed(0)
+    cpu_bn, dev_bn = twins(lambda: nn.BatchNorm1d(16), DEV)
+    cf = tc(dev_bn)
+    with torch.no_grad():
+        for _ in range(3):
+            x = torch.randn(32, 16)
+            torch_toony.reset_metrics()
+            close(cf(x.to(DEV)), cpu_bn(x))
+            torch.toony.synchronize()
+    close(dev_bn.running_mean, cpu_bn.running_mean)
+    close(dev_bn.running_var, cpu_bn.running_var)
+    assert dev_bn.num_batches_tracked.item() == cpu_bn.num_batches_tracked.item() == 3
+    # mean, variance, the normalized output, the running mean and variance together, the batch counter
+    assert torch_toony.metrics()["kernels"] == 5
