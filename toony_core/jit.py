@@ -145,7 +145,7 @@ class JitProgram:
             ck = get_kernel(step.ast)
             if ck.global_size == 0:
                 continue
-            kern = cl.Kernel(ck.kernel.program, ck.name)
+            kern = cl.Kernel(ck.kernel.program, ck.kernel.function_name)
             for i, buf in enumerate(step.buffers):
                 j = slot_index.get(id(buf))
                 if j is None:

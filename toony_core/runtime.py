@@ -219,9 +219,29 @@ class CompileStats:
     loaded = 0  # programs loaded from the disk cache
 
 
+# every kernel's function is built under this one name: a kernel's own name carries its sizes, which its code
+# need not depend on (a compiled graph called with a new batch size often renders the same code under a new
+# name), and the same code must find the program built before
+KERNEL_FUNCTION = "toony_kernel"
+
+
 @functools.lru_cache(maxsize=4096)
 def compile_kernel(source: str, name: str) -> cl.Kernel:
-    """Build an OpenCL kernel, reusing a binary cached on disk under a key of source, device and driver."""
+    """Build an OpenCL kernel, reusing a program built (or cached on disk) for the same code under any name."""
+    generic = source.replace(f"__kernel void {name}(", f"__kernel void {KERNEL_FUNCTION}(", 1)
+    try:
+        prg = _program(generic)
+    except cl.RuntimeError as e:
+        fd, src_path = tempfile.mkstemp(prefix=f"toony_{name}_", suffix=".cl")
+        with os.fdopen(fd, "w") as f:
+            f.write(source)
+        raise ToonyError(f"OpenCL build of kernel {name} failed; the source is in {src_path}\n{e}") from e
+    return cl.Kernel(prg, KERNEL_FUNCTION if generic != source else name)
+
+
+@functools.lru_cache(maxsize=4096)
+def _program(source: str) -> cl.Program:
+    """A built program, from the disk cache (keyed by source, device and driver) when it holds one."""
     dev = device()
     key = hashlib.sha256("\0".join([source, dev.name, dev.cl_device.driver_version, BUILD_OPTIONS]).encode())
     path = _cache_dir() / f"{key.hexdigest()}.bin"
@@ -229,21 +249,15 @@ def compile_kernel(source: str, name: str) -> cl.Kernel:
         try:
             prg = cl.Program(dev.context, [dev.cl_device], [path.read_bytes()]).build(options=BUILD_OPTIONS)
             CompileStats.loaded += 1
-            return getattr(prg, name)
+            return prg
         except cl.Error:
             path.unlink(missing_ok=True)  # a stale binary from another driver: rebuild below
-    try:
-        prg = cl.Program(dev.context, source).build(options=BUILD_OPTIONS)
-    except cl.RuntimeError as e:
-        fd, src_path = tempfile.mkstemp(prefix=f"toony_{name}_", suffix=".cl")
-        with os.fdopen(fd, "w") as f:
-            f.write(source)
-        raise ToonyError(f"OpenCL build of kernel {name} failed; the source is in {src_path}\n{e}") from e
+    prg = cl.Program(dev.context, source).build(options=BUILD_OPTIONS)
     CompileStats.built += 1
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_bytes(prg.binaries[0])
     os.replace(tmp, path)  # atomic: parallel test workers never read half a file
-    return getattr(prg, name)
+    return prg
 
 
 def launch(kernel: cl.Kernel, global_size: int, local_size: int | None, args: list, timed: bool = False) -> float:

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from toony_core import Buffer, Tensor, ToonyError, device, synchronize
-from toony_core.runtime import CompileStats, compile_kernel, launch, max_memory_allocated, memory_allocated
+from toony_core.runtime import CompileStats, _program, compile_kernel, launch, max_memory_allocated, memory_allocated
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -150,8 +150,25 @@ def test_second_compile_loads_from_the_disk_cache(tmp_path, monkeypatch):
     assert len(list(tmp_path.rglob("*.bin"))) == 1
     compile_kernel(src, "add_one")  # in-process cache: neither built nor loaded
     assert (CompileStats.built, CompileStats.loaded) == (built + 1, loaded)
-    compile_kernel.__wrapped__(src, "add_one")  # as a new process would: from disk
+    _program.cache_clear()  # as a new process would: from disk
+    compile_kernel.__wrapped__(src, "add_one")
     assert (CompileStats.built, CompileStats.loaded) == (built + 1, loaded + 1)
+
+
+def test_the_same_code_under_another_name_reuses_the_program(tmp_path, monkeypatch):
+    # a kernel's name carries its sizes; code that does not depend on them (a new batch size) is not rebuilt
+    monkeypatch.setenv("TOONY_CACHE_DIR", str(tmp_path))
+    src = unique_kernel()
+    built = CompileStats.built
+    k1 = compile_kernel(src, "add_one")
+    k2 = compile_kernel(src.replace("add_one(", "add_one_for_another_size("), "add_one_for_another_size")
+    assert CompileStats.built == built + 1
+    out, a = Buffer(16), Buffer(16).copyin(np.arange(4, dtype=np.float32))
+    launch(k2, 4, None, [out.cl, a.cl])
+    assert k1.function_name == k2.function_name
+    host = np.empty(4, np.float32)
+    out.copyout(host)
+    np.testing.assert_array_equal(host, [1, 2, 3, 4])
 
 
 def test_a_second_process_compiles_nothing(tmp_path):

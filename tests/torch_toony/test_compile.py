@@ -481,6 +481,23 @@ def test_new_batch_sizes(dynamic: bool | None) -> None:
         close(g, x.grad)
 
 
+def test_a_new_batch_size_reuses_the_compiled_programs_of_inference_kernels() -> None:
+    # a kernel's code does not depend on the size of its outermost (batch) axis unless it reduces over it: an
+    # inference graph called with a new batch size is re-captured, but builds and loads no OpenCL program
+    from toony_core.runtime import CompileStats
+
+    torch.manual_seed(0)
+    model = mlp()
+    cm = tc(model, dynamic=True)
+    with torch.no_grad():
+        x = torch.randn(24, 16)
+        close(cm(x), model(x))  # compiles
+        before = (CompileStats.built, CompileStats.loaded)
+        x = torch.randn(40, 16)
+        close(cm(x), model(x))
+        assert (CompileStats.built, CompileStats.loaded) == before
+
+
 def test_graph_breaks_run_every_piece() -> None:
     def f(x: torch.Tensor) -> torch.Tensor:
         y = x.sin() * 2
