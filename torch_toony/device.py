@@ -47,4 +47,5 @@ def register() -> None:
     # the op layer: native toony kernels (lazy, fused) override the fallback op by op
     lazy.install()
     eager.register()
+    fallback.register_inplace_checks()
     _registered = True

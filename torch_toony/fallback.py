@@ -17,6 +17,7 @@ coverage of native kernels can be measured honestly.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import os
 import warnings
@@ -164,17 +165,33 @@ def _decomposition(op: torch._ops.OpOverload) -> Any:
     return fn
 
 
-def _check_inplace_broadcast(op: torch._ops.OpOverload, args: tuple, kwargs: dict) -> None:
-    """Raise what torch raises when a pointwise in-place op's operands broadcast beyond self: its
-    decomposition computes out of place and copies back, which would otherwise accept (or fail obscurely)."""
-    from .eager import check_fits_self
+def _check_inplace_shape(op: torch._ops.OpOverload, args: tuple, kwargs: dict) -> None:
+    """Raise what torch raises when an in-place op's result would not have self's shape (operands broadcasting
+    beyond self, addr_ on a 0-d self): its decomposition computes out of place and copies back, resizing self,
+    which an in-place op never does. The result's shape is the functional twin's, from its meta kernel."""
+    from .eager import check_fits_self, meta_outputs
 
-    shapes = [t.shape for t in [*args, *kwargs.values()] if isinstance(t, torch.Tensor)]
+    functional = _inplace_twin(op)
+    if functional is None or not args or not isinstance(args[0], torch.Tensor):
+        return
     try:
-        shape = torch.broadcast_shapes(*shapes)
-    except RuntimeError:
-        return  # operands that do not broadcast at all: the op itself raises torch's error
-    check_fits_self(args[0], shape)
+        meta = meta_outputs(functional, args, kwargs)
+    except Exception:  # noqa: BLE001 - the op itself raises torch's error for arguments its meta rejects
+        return
+    if isinstance(meta, torch.Tensor):
+        check_fits_self(args[0], meta.shape)
+
+
+@functools.cache
+def _inplace_twin(op: torch._ops.OpOverload) -> torch._ops.OpOverload | None:
+    """The functional overload an in-place overload (`addr_`) is the twin of: same arguments, no underscore."""
+    packet = getattr(torch.ops.aten, op._schema.name.split("::")[-1].rstrip("_"), None)
+    args = [(a.name, str(a.type)) for a in op._schema.arguments]
+    for name in packet.overloads() if packet is not None else []:
+        cand = getattr(packet, name)
+        if [(a.name, str(a.type)) for a in cand._schema.arguments] == args:
+            return cand
+    return None
 
 
 def _functional_twin(op: torch._ops.OpOverload) -> tuple[torch._ops.OpOverload, list[str]] | None:
@@ -229,8 +246,8 @@ def backend_fallback(op: torch._ops.OpOverload, *args: Any, **kwargs: Any) -> An
             _decomposing.discard(op)
     if decomposition is None:
         return cpu_fallback(op, *args, **kwargs)
-    if op._schema.name.endswith("_") and torch.Tag.pointwise in op.tags and args:
-        _check_inplace_broadcast(op, args, kwargs)
+    if op._schema.name.endswith("_") and args:
+        _check_inplace_shape(op, args, kwargs)
     if op._schema.name.endswith("_") and args:  # an in-place decomposition (_foreach_lerp_, addcmul_)
         from . import lazy
         for t in args[0] if isinstance(args[0], (list, tuple)) else [args[0]]:
@@ -270,6 +287,7 @@ def cpu_fallback(op: torch._ops.OpOverload, *args: Any, **kwargs: Any) -> Any:
 
 
 _lib: torch.library.Library | None = None
+_checks: list[torch.library.Library] = []
 
 
 def register() -> None:
@@ -279,3 +297,33 @@ def register() -> None:
     lib = torch.library.Library("_", "IMPL")  # noqa: TOR901 - a backend fallback, not an op
     lib.fallback(backend_fallback, dispatch_key="PrivateUse1")
     _lib = lib
+
+
+def register_inplace_checks() -> None:
+    """In-place ops whose only kernel is CompositeExplicitAutograd (addr_, ldexp_) run as their out= overload
+    with self as out, and out= resizes: torch's CPU kernels refuse a result that does not fit self instead
+    (resize_as_ resizes self by design and is left alone).
+    Each gets a PrivateUse1 kernel that checks the shape first (after every other kernel is registered, so
+    ops toony implements keep their own)."""
+    lib = torch.library.Library("aten", "IMPL")  # noqa: TOR901 - kernels for existing aten ops
+    _checks.append(lib)
+    explicit = torch._C.DispatchKey.CompositeExplicitAutograd
+    for qualified in torch._C._dispatch_get_all_op_names():  # "aten::name" or "aten::name.overload"
+        base, _, overload = qualified.removeprefix("aten::").partition(".")
+        if not qualified.startswith("aten::") or not base.endswith("_") or base.startswith("resize"):
+            continue
+        if not torch._C._dispatch_has_kernel_for_dispatch_key(qualified, "CompositeExplicitAutograd") or any(
+                torch._C._dispatch_has_kernel_for_dispatch_key(qualified, k)
+                for k in ("CompositeImplicitAutograd", "PrivateUse1")):
+            continue
+        op = getattr(getattr(torch.ops.aten, base, None), overload or "default", None)
+        twin = _inplace_twin(op) if op is not None else None
+        if twin is None or any(r.alias_info is not None for r in twin._schema.returns) or \
+                str(op._schema.arguments[0].type) != "Tensor":
+            continue  # no functional twin, a view (squeeze_ changes self's shape by design), a list (_foreach_)
+
+        def kernel(*args: Any, op: torch._ops.OpOverload = op, **kwargs: Any) -> Any:
+            _check_inplace_shape(op, args, kwargs)
+            return op._op_dk(explicit, *args, **kwargs)
+
+        lib.impl(op, kernel, "PrivateUse1")

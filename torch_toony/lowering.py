@@ -724,6 +724,8 @@ def flip(x: Tensor, dims: Sequence[int]) -> Tensor:
 
 @lowers("gather.default")
 def gather(x: Tensor, dim: int, index: Tensor, sparse_grad: bool = False) -> Tensor:
+    if index.numel() == 0:  # torch checks no dims against an empty index: the result is empty, index-shaped
+        return Tensor.zeros(index.shape, x.dtype)
     if x.ndim == 0:
         return x.reshape(()) if index.ndim == 0 else x.expand(index.shape)
     return x.gather(dim, index)
@@ -750,6 +752,8 @@ def embedding(weight: Tensor, indices: Tensor, padding_idx: int = -1, scale_grad
 
 @lowers("scatter.src", "scatter.value")
 def scatter(x: Tensor, dim: int, index: Tensor, src: Tensor | Scalar) -> Tensor:
+    if index.numel() == 0:  # nothing written (torch checks no dims against an empty index)
+        return x
     return x.scatter(dim, index, src) if x.ndim else (src if isinstance(src, Tensor) else Tensor.full((), src, x.dtype))
 
 
@@ -757,6 +761,8 @@ def scatter(x: Tensor, dim: int, index: Tensor, src: Tensor | Scalar) -> Tensor:
 def scatter_add(x: Tensor, dim: int, index: Tensor, src: Tensor) -> Tensor:
     if x.dtype in (dtypes.float16, dtypes.bfloat16):  # the CPU adds 16-bit floats in float32, rounding once
         return scatter_add(x.cast(dtypes.float32), dim, index, src.cast(dtypes.float32)).cast(x.dtype)
+    if index.numel() == 0:
+        return x
     return x.scatter(dim, index, src, reduce="add") if x.ndim else x + src
 
 

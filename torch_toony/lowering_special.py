@@ -913,3 +913,5 @@ def legendre_polynomial_p(x: Tensor | Scalar, n: Tensor | Scalar) -> Tensor:
     edge = ((xt > 0) | _even(nt)).where(_full(xt, 1.0), -1.0)
     out = (xt.abs() == 1).where(edge, (nt > POLY_STEPS).where(NAN, out))
     return (nt < 0).where(0.0, out)
+
+from . import lowering_bits  # noqa: E402, F401 - registers its lowerings (it imports this table's helpers)

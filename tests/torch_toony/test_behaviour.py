@@ -512,3 +512,30 @@ def test_inplace_on_overlapping_as_strided_matches_cpu(op: str) -> None:
     # The CPU result depends on its loop order over overlapping elements: toony must give a result some
     # sequential order gives; CPU's own order is the one to match.
     assert torch.equal(res[1], res[0])
+
+
+def test_composite_in_place_ops_refuse_a_result_that_does_not_fit_self() -> None:
+    # addr_ and ldexp_ run as their out= overloads with self as out; out= would resize self, in-place must not
+    v = torch.randn(3)
+    for make, op in ((lambda: torch.randn(()), lambda t, w: t.addr_(w, w)),
+                     (lambda: torch.randn(3, 1), lambda t, w: t.ldexp_(torch.ones(3, 3, device=t.device)))):
+        cpu = make()
+        dev = cpu.to(DEV)
+        assert isinstance(raised(lambda op=op, cpu=cpu: op(cpu, v)), RuntimeError)
+        assert isinstance(raised(lambda op=op, dev=dev: op(dev, v.to(DEV))), RuntimeError)
+        assert dev.shape == cpu.shape
+    a, b = torch.randn(2, 3).to(DEV), torch.randn(4, 5).to(DEV)
+    assert a.resize_as_(b).shape == (4, 5)  # resizing self is resize_as_'s purpose
+    x, w = torch.randn(3, 3), torch.randn(3)
+    y = x.to(DEV)
+    y.addr_(w.to(DEV), w.to(DEV), alpha=2)
+    torch.testing.assert_close(y.cpu(), x.addr_(w, w, alpha=2))
+
+
+def test_gather_and_scatter_with_an_empty_index_of_more_dims() -> None:
+    src = torch.randn(5)
+    index = torch.empty(2, 0, dtype=torch.int64)
+    got = torch.gather(src.to(DEV), 0, index.to(DEV))
+    assert got.shape == (2, 0) and got.device.type == DEV
+    for op in (torch.scatter, torch.scatter_add):
+        torch.testing.assert_close(op(src.to(DEV), 0, index.to(DEV), torch.randn(2, 0).to(DEV)).cpu(), src)
