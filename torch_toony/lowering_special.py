@@ -914,4 +914,5 @@ def legendre_polynomial_p(x: Tensor | Scalar, n: Tensor | Scalar) -> Tensor:
     out = (xt.abs() == 1).where(edge, (nt > POLY_STEPS).where(NAN, out))
     return (nt < 0).where(0.0, out)
 
-from . import lowering_bits  # noqa: E402, F401 - registers its lowerings (it imports this table's helpers)
+# these register their lowerings (they import this table's helpers)
+from . import lowering_bits, lowering_integer  # noqa: E402, F401
