@@ -410,6 +410,32 @@ def _outs(fn: object) -> object:
     return kernel
 
 
+def repeat_interleave(repeats: torch.Tensor, *, output_size: int | None = None) -> torch.Tensor:
+    """Each index i repeated repeats[i] times: output position p holds the number of running totals of repeats
+    at or below p (a binary search per position). The total is read back once unless output_size gives it."""
+    if repeats.dim() != 1:
+        raise RuntimeError("repeat_interleave only accept 1D vector as repeat")
+    if repeats.dtype not in (torch.int32, torch.int64):
+        raise RuntimeError(f"repeats has to be Long or Int tensor, got {repeats.dtype}")
+    if repeats.numel() == 0:
+        return _empty_long(repeats).to(repeats.dtype)
+    if bool((repeats < 0).any().item()):
+        raise RuntimeError("repeats can not be negative")
+    ends = torch.cumsum(repeats, 0)
+    total = int(ends[-1].item()) if output_size is None else output_size
+    positions = torch.arange(total, device=repeats.device, dtype=repeats.dtype)
+    return torch.searchsorted(ends, positions, right=True, out_int32=repeats.dtype == torch.int32)
+
+
+def unique_legacy(x: torch.Tensor, sorted: bool = True, return_inverse: bool = False) \
+        -> tuple[torch.Tensor, torch.Tensor]:  # noqa: A002 - torch's name
+    """aten::_unique: _unique2 without the counts."""
+    values, inverse, _ = unique2(x, sorted, return_inverse)
+    return values, inverse
+
+
+extra_kernels.kernel("repeat_interleave.Tensor", repeat_interleave)
+extra_kernels.kernel("_unique.default", unique_legacy)
 extra_kernels.kernel("_unique2.default", unique2)
 extra_kernels.kernel("_unique2.out", _outs(unique2))
 extra_kernels.kernel("unique_consecutive.default", unique_consecutive)

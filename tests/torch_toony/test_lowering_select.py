@@ -322,3 +322,28 @@ def test_unique_dim(dtype: torch.dtype) -> None:
     same(lambda t: torch.unique(t, return_inverse=True, return_counts=True, dim=0), torch.empty(0, 3))
     with pytest.raises(RuntimeError, match="0 sized dimensions"):
         torch.unique(torch.empty(3, 0, device=DEV), dim=0)
+
+
+@pytest.mark.parametrize("dt", [torch.int32, torch.int64])
+def test_repeat_interleave_counts(dt: torch.dtype) -> None:
+    for reps in ([1, 0, 3, 2], [0, 0], [5], []):
+        r = torch.tensor(reps, dtype=dt)
+        got = torch.repeat_interleave(r.to("toony"))
+        assert got.device.type == "toony" and torch.equal(got.cpu(), torch.repeat_interleave(r))
+    r = torch.tensor([2, 1], dtype=dt)
+    assert torch.equal(torch.repeat_interleave(r.to("toony"), output_size=3).cpu(), torch.tensor([0, 0, 1]).to(dt))
+    x = torch.randn(4, 3)
+    reps = torch.tensor([1, 2, 0, 3])
+    torch.testing.assert_close(torch.repeat_interleave(x.to("toony"), reps.to("toony"), dim=0).cpu(),
+                               torch.repeat_interleave(x, reps, dim=0))
+    for bad in (torch.tensor([[1]]), torch.tensor([1, -1])):
+        with pytest.raises(RuntimeError):
+            torch.repeat_interleave(bad)
+        with pytest.raises(RuntimeError):
+            torch.repeat_interleave(bad.to("toony"))
+
+
+def test_legacy_unique() -> None:
+    x = torch.tensor([3, 1, 3, 2, 1])
+    for got, want in zip(torch.ops.aten._unique(x.to("toony"), True, True), torch.ops.aten._unique(x, True, True)):
+        assert torch.equal(got.cpu(), want)
