@@ -119,6 +119,7 @@ REDUCE_IDENTITY: dict[Ops, Callable[[DType], Any]] = {
     Ops.MUL: lambda dt: 1,
     Ops.MAX: lambda dt: min_max(dt)[0],
     Ops.MIN: lambda dt: min_max(dt)[1],
+    Ops.XOR: lambda dt: 0,  # (a hash of the bits: torch.hash_tensor)
 }
 
 

@@ -1,4 +1,4 @@
-"""Float ops defined on the bit pattern: nextafter and frexp.
+"""Ops defined on the bit pattern: nextafter, frexp, hash_tensor.
 
 Both read a float's fields through a bitcast to the signed integer of its width, as the IEEE-754 layout
 defines them: sign, biased exponent, mantissa (fraction bits). No math library call is involved, so the
@@ -7,9 +7,11 @@ results are exact on every device.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from toony_core import DType, Tensor, dtypes
+from toony_core.uop import Ops
 
 from .lowering import lowers
 
@@ -65,3 +67,13 @@ def frexp(x: Tensor) -> tuple[Tensor, Tensor]:
     mantissa = ((b & keep) | ((lay.bias - 1) << lay.mantissa)).bitcast(x.dtype)
     special = (x == 0) | (field == lay.exponent_mask)  # zero (either sign), inf, NaN
     return special.where(x, mantissa), special.where(0, exponent).cast(dtypes.int32)
+
+
+@lowers("hash_tensor.default")
+def hash_tensor(x: Tensor, dim: Sequence[int] = (), keepdim: bool = False, mode: int = 0) -> Tensor:
+    """The xor of every element's 64-bit pattern (floats widened to float64, integers to int64 or uint64)."""
+    if mode != 0:
+        raise RuntimeError(f"hash_tensor: only mode=0 (xor reduction) is supported, got {mode}")
+    wide = dtypes.float64 if x.dtype.is_float else dtypes.uint64 if x.dtype.is_unsigned else dtypes.int64
+    bits = x.cast(wide).bitcast(dtypes.uint64)
+    return bits._reduce(Ops.XOR, tuple(dim) if len(dim) else None, keepdim)

@@ -49,3 +49,17 @@ def test_nextafter(dt: torch.dtype) -> None:
     d = a.to(DEV)
     d.nextafter_(torch.zeros(3, 1, dtype=dt, device=DEV))
     same(d, a.clone().nextafter_(torch.zeros(3, 1, dtype=dt)))
+
+
+@pytest.mark.parametrize("dt", [torch.float32, torch.float16, torch.int8, torch.uint8, torch.int64, torch.bool])
+def test_hash_tensor(dt: torch.dtype) -> None:
+    x = (torch.randn(6, 7) * 50).to(dt)
+    assert torch.equal(torch.hash_tensor(x.to(DEV)).cpu(), torch.hash_tensor(x))
+    for dim, keepdim in ((1, False), ((0, 1), True), (0, True)):
+        assert torch.equal(torch.hash_tensor(x.t().to(DEV), dim=dim, keepdim=keepdim).cpu(),
+                           torch.hash_tensor(x.t(), dim=dim, keepdim=keepdim))
+
+
+def test_hash_tensor_of_a_large_tensor_split_into_partial_reductions() -> None:
+    x = torch.randn(3 << 20)
+    assert torch.equal(torch.hash_tensor(x.to(DEV)).cpu(), torch.hash_tensor(x))
