@@ -178,6 +178,8 @@ def _inplace_kernel(op: torch._ops.OpOverload, functional: torch._ops.OpOverload
         meta = meta_outputs(functional, (self, *args), kwargs)
         if isinstance(meta, torch.Tensor):  # (not every meta in-place kernel checks)
             check_fits_self(self, meta.shape)
+            if not torch.can_cast(meta.dtype, self.dtype):  # logit_ of an int tensor
+                raise RuntimeError(f"result type {meta.dtype} can't be cast to the desired output type {self.dtype}")
         if self.device.type == "toony" and self.numel():  # (a CPU self is torch's device-mismatch error below)
             lazy.realize_if_it_reads_others(lazy.addr_of(self))
         res = _compute(low, functional, (self, *args), kwargs, meta)

@@ -167,8 +167,9 @@ def _decomposition(op: torch._ops.OpOverload) -> Any:
 
 def _check_inplace_shape(op: torch._ops.OpOverload, args: tuple, kwargs: dict) -> None:
     """Raise what torch raises when an in-place op's result would not have self's shape (operands broadcasting
-    beyond self, addr_ on a 0-d self): its decomposition computes out of place and copies back, resizing self,
-    which an in-place op never does. The result's shape is the functional twin's, from its meta kernel."""
+    beyond self, addr_ on a 0-d self) or cannot be cast to self's dtype (logit_ of ints): its decomposition
+    computes out of place and copies back, resizing and casting self, which an in-place op never does. The
+    result's shape and dtype are the functional twin's, from its meta kernel."""
     from .eager import check_fits_self, meta_outputs
 
     functional = _inplace_twin(op)
@@ -180,6 +181,8 @@ def _check_inplace_shape(op: torch._ops.OpOverload, args: tuple, kwargs: dict) -
         return
     if isinstance(meta, torch.Tensor):
         check_fits_self(args[0], meta.shape)
+        if not torch.can_cast(meta.dtype, args[0].dtype):  # logit_ of an int tensor
+            raise RuntimeError(f"result type {meta.dtype} can't be cast to the desired output type {args[0].dtype}")
 
 
 @functools.cache
