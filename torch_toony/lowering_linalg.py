@@ -419,5 +419,4 @@ def cholesky_solve_helper(y: Tensor, factor: Tensor, upper: bool) -> Tensor:
     first = solve_triangular(_mT(factor) if upper else factor, y, False, False)
     return solve_triangular(factor if upper else _mT(factor), first, True, False)
 
-from . import lowering_linalg_spectral  # noqa: E402,F401 - registers SVD, eigh and QR
 from . import lowering_linalg_exp  # noqa: E402,F401 - registers matrix_exp
