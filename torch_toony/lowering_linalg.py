@@ -419,4 +419,7 @@ def cholesky_solve_helper(y: Tensor, factor: Tensor, upper: bool) -> Tensor:
     first = solve_triangular(_mT(factor) if upper else factor, y, False, False)
     return solve_triangular(factor if upper else _mT(factor), first, True, False)
 
-from . import lowering_linalg_exp  # noqa: E402,F401 - registers matrix_exp
+from . import (  # noqa: E402 - register after the helpers above exist
+    lowering_linalg_exp,  # noqa: F401 - matrix_exp
+    lowering_linalg_spectral,  # noqa: F401 - SVD, eigh and QR
+)
