@@ -434,7 +434,30 @@ def unique_legacy(x: torch.Tensor, sorted: bool = True, return_inverse: bool = F
     return values, inverse
 
 
+def bincount(x: torch.Tensor, weights: torch.Tensor | None = None, minlength: int = 0) -> torch.Tensor:
+    """Counts (or summed weights) per value: a scatter-add into max(x) + 1 bins, the extremes read back once."""
+    if x.dim() != 1 or x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
+        raise RuntimeError("bincount only supports 1-d non-negative integral inputs.")
+    if minlength < 0:
+        raise RuntimeError("minlength should be >= 0")
+    if weights is not None and (weights.dim() != 1 or weights.shape[0] != x.shape[0]):
+        raise RuntimeError("weights should be 1-d and have the same length as input")
+    length = minlength
+    if x.numel():
+        lo, hi = (int(v) for v in torch.stack([x.min(), x.max()]).cpu())
+        if lo < 0:
+            raise RuntimeError("bincount only supports 1-d non-negative integral inputs.")
+        length = max(hi + 1, minlength)
+    if weights is None:
+        dtype, src = torch.int64, torch.ones(x.shape, dtype=torch.int64, device=x.device)
+    else:
+        dtype = weights.dtype if weights.is_floating_point() else torch.float64
+        src = weights.to(dtype)
+    return torch.zeros(length, dtype=dtype, device=x.device).scatter_add_(0, x.long(), src)
+
+
 extra_kernels.kernel("repeat_interleave.Tensor", repeat_interleave)
+extra_kernels.kernel("bincount.default", bincount)
 extra_kernels.kernel("_unique.default", unique_legacy)
 extra_kernels.kernel("_unique2.default", unique2)
 extra_kernels.kernel("_unique2.out", _outs(unique2))

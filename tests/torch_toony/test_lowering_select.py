@@ -347,3 +347,17 @@ def test_legacy_unique() -> None:
     x = torch.tensor([3, 1, 3, 2, 1])
     for got, want in zip(torch.ops.aten._unique(x.to("toony"), True, True), torch.ops.aten._unique(x, True, True)):
         assert torch.equal(got.cpu(), want)
+
+
+def test_bincount() -> None:
+    x = torch.tensor([1, 3, 3, 0, 7], dtype=torch.int32)
+    w = torch.tensor([0.5, 1.0, 2.0, -1.0, 4.0])
+    for kw in ({}, {"minlength": 10}, {"weights": w}, {"weights": w.to(torch.int64), "minlength": 2}):
+        dev_kw = {k: (v.to("toony") if isinstance(v, torch.Tensor) else v) for k, v in kw.items()}
+        got, want = torch.bincount(x.to("toony"), **dev_kw), torch.bincount(x, **kw)
+        assert got.dtype == want.dtype
+        torch.testing.assert_close(got.cpu(), want)
+    assert torch.bincount(torch.tensor([], dtype=torch.int64).to("toony"), minlength=3).cpu().tolist() == [0, 0, 0]
+    for bad in (torch.tensor([-1, 2]), torch.tensor([[1]])):
+        with pytest.raises(RuntimeError):
+            torch.bincount(bad.to("toony"))
