@@ -181,7 +181,8 @@ def device_to_device(src: torch.Tensor, dst: torch.Tensor) -> None:
     if s_addr == d_addr and not (src.shape == dst.shape and src.stride() == dst.stride()
                                  and src.storage_offset() == dst.storage_offset()):
         src = src.clone()  # the write may overlap what it reads: read a copy
-    eager.write_into(dst, lazy.as_lazy(src, "copy_"), [src])
+    from .complex import as_complex
+    eager.write_into(dst, as_complex(src) if src.is_complex() else lazy.as_lazy(src, "copy_"), [src])
 
 
 def copy_(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:

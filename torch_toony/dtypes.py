@@ -15,7 +15,7 @@ TO_TOONY: dict[torch.dtype, DType] = {
 TO_TORCH: dict[DType, torch.dtype] = {v: k for k, v in TO_TOONY.items()}
 
 
-class UnsupportedDtype(TypeError):
+class UnsupportedDtype(RuntimeError):  # not TypeError: Tensor.__add__ would turn it into NotImplemented
     """toony has no kernels for this dtype (complex, float8, quantized, ...)."""
 
 

@@ -20,9 +20,11 @@ from torch.utils._pytree import tree_map
 from toony_core import Tensor as Lazy
 
 from . import lazy, storage
+from .complex import Complex, as_complex, new_complex_output, write_complex_into
 from .copy import is_dense
 from .dtypes import to_toony
 from .lowering import LOWERINGS, Lowering
+from .lowering_complex import COMPLEX_LOWERINGS, complex_compute, involves_complex
 
 _libs: list[torch.library.Library] = []
 
@@ -81,6 +83,8 @@ def _storage_order(value: Lazy, like: torch.Tensor) -> Lazy | None:
 
 def new_output(meta: torch.Tensor, value: Lazy, inputs: list) -> torch.Tensor:
     """A fresh toony tensor laid out like meta whose pending value is `value`."""
+    if meta.is_complex() or isinstance(value, Complex):
+        return new_complex_output(meta, value, inputs)
     value = value.cast(to_toony(meta.dtype))
     if tuple(value.shape) != tuple(meta.shape):
         value = value.reshape(tuple(meta.shape)) if value.numel() == meta.numel() else value.expand(tuple(meta.shape))
@@ -97,6 +101,8 @@ def new_output(meta: torch.Tensor, value: Lazy, inputs: list) -> torch.Tensor:
 
 def write_into(dst: torch.Tensor, value: Lazy, inputs: list) -> None:
     """dst <- value (broadcast and cast to dst), as an in-place op or an out= argument does it."""
+    if dst.is_complex() or isinstance(value, Complex):
+        return write_complex_into(dst, value, inputs)
     if dst.numel() == 0:
         return
     value = value.cast(to_toony(dst.dtype))
@@ -139,7 +145,9 @@ def _lazy_args(args: Any, name: str) -> Any:
     return tuple(conv(a) for a in args)
 
 
-def _compute(low: Lowering, op: torch._ops.OpOverload, args: tuple, kwargs: dict, meta: Any) -> Any:
+def _compute(low: Lowering | None, op: torch._ops.OpOverload, args: tuple, kwargs: dict, meta: Any) -> Any:
+    if low is None or involves_complex(args, kwargs, meta):  # complex tensors: lowering_complex's table
+        return complex_compute(op, args, kwargs, meta)
     largs, lkwargs = _lazy_args(args, op.__name__), _lazy_args(kwargs, op.__name__)
     if low.pointwise:
         dt = to_toony(low.compute_dtype(args, kwargs, meta))
@@ -147,7 +155,7 @@ def _compute(low: Lowering, op: torch._ops.OpOverload, args: tuple, kwargs: dict
     return low.fn(*largs, **lkwargs)
 
 
-def _functional_kernel(op: torch._ops.OpOverload, low: Lowering) -> Callable:
+def _functional_kernel(op: torch._ops.OpOverload, low: Lowering | None) -> Callable:
     def kernel(*args: Any, **kwargs: Any) -> Any:
         meta = meta_outputs(op, args, kwargs)
         res = _compute(low, op, args, kwargs, meta)
@@ -168,7 +176,8 @@ def check_fits_self(self: torch.Tensor, shape: torch.Size) -> None:
         raise RuntimeError(f"output with shape {list(self.shape)} doesn't match the broadcast shape {list(shape)}")
 
 
-def _inplace_kernel(op: torch._ops.OpOverload, functional: torch._ops.OpOverload, low: Lowering) -> Callable:
+def _inplace_kernel(op: torch._ops.OpOverload, functional: torch._ops.OpOverload, low: Lowering | None) \
+        -> Callable:
     def kernel(self: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         meta_outputs(op, (self, *args), kwargs)  # torch's checks (broadcast to self, castable result)
         if self.numel() and torch._debug_has_internal_overlap(self) != 0:
@@ -190,7 +199,7 @@ def _inplace_kernel(op: torch._ops.OpOverload, functional: torch._ops.OpOverload
 
 
 def _out_kernel(
-    op: torch._ops.OpOverload, functional: torch._ops.OpOverload, low: Lowering, out_names: list[str]
+    op: torch._ops.OpOverload, functional: torch._ops.OpOverload, low: Lowering | None, out_names: list[str]
 ) -> Callable:
     def kernel(*args: Any, **kwargs: Any) -> Any:
         outs = [kwargs.pop(n) for n in out_names]
@@ -244,6 +253,8 @@ def _to_copy(x: torch.Tensor, *, dtype: torch.dtype | None = None, layout: Any =
     if x.device.type == "toony" and dst.type == "toony" and memory_format in (None, torch.preserve_format):
         meta = torch.empty_strided(x.shape, x.stride(), dtype=dtype, device="meta") if is_dense(x) else \
             torch.empty(x.shape, dtype=dtype, device="meta")
+        if x.is_complex() or dtype.is_complex:  # complex <-> real: the real part, or a zero imaginary part
+            return new_output(meta, as_complex(x) if x.is_complex() else lazy.as_lazy(x, "_to_copy"), [x])
         return new_output(meta, lazy.as_lazy(x, "_to_copy").cast(to_toony(dtype)), [x])
     fmt = memory_format or torch.preserve_format
     out = torch.empty_like(x, dtype=dtype, device=dst, memory_format=fmt, pin_memory=bool(pin_memory))
@@ -265,7 +276,10 @@ def register() -> None:
     from .masks import MASKED_INDEX_OPS
 
     lib = torch.library.Library("aten", "IMPL")  # noqa: TOR901 - implementing existing aten ops
-    for name, low in LOWERINGS.items():
+    # an op with only a complex lowering (torch.complex, polar) is registered too; its real calls (if any)
+    # reach the complex table as well
+    table: dict[str, Lowering | None] = {**dict.fromkeys(COMPLEX_LOWERINGS), **LOWERINGS}
+    for name, low in table.items():
         try:
             functional = _overload(name)
         except AttributeError:  # the loop-generated names list overloads some ops lack (bitwise_not.Scalar)
