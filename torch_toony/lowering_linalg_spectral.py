@@ -60,7 +60,9 @@ def _rotation(s: Tensor, partner: Tensor) -> Tensor:
     rows = _axis(n, 1)
     p = partner.reshape(1, n)
     idx = Tensor.arange(n).reshape(1, n)
-    sii, spp, sip = _pick(s, idx, idx), _pick(s, p, p), _pick(s, idx, p)  # (B, n), per column i
+    # (B, n), per column i. Both columns of a pair must compute bit-identical c and s or J is not orthogonal:
+    # s is symmetric only up to rounding, so its two off-diagonal entries are averaged (a + b == b + a)
+    sii, spp, sip = _pick(s, idx, idx), _pick(s, p, p), (_pick(s, idx, p) + _pick(s, p, idx)) * 0.5
     lo = idx < p
     diff = lo.where(spp - sii, sii - spp)  # s[hi, hi] - s[lo, lo] seen from either column of the pair
     zero = sip == 0
