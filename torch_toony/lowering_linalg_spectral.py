@@ -29,6 +29,13 @@ from .lowering import META_LIB, lowers
 from .lowering_linalg import _axis, _eye, _flat, _mT, _pick, _step, _wide
 
 _MAX_SWEEPS = 40
+# torch's errors for a non-finite input (CPU LAPACK fails to converge; torch raises for NaN, and for an inf in
+# most positions; toony raises for both)
+_NOT_FINITE = {
+    False: "linalg.svd: The algorithm failed to converge because the input matrix contained non-finite values.",
+    True: "linalg.eigh: The algorithm failed to converge because the input matrix is ill-conditioned or has too "
+          "many repeated eigenvalues.",
+}
 _rounds: dict[int, list[Tensor]] = {}
 
 
@@ -98,7 +105,10 @@ def _jacobi(s: Tensor, w: Tensor | None, v: Tensor) -> tuple[Tensor, Tensor | No
     n = s.shape[-1]
     tol = float(np.finfo(np.float64 if s.dtype == dtypes.float64 else np.float32).eps) * max(n, 1)
     for _ in range(_MAX_SWEEPS):
-        if _off(s, w is not None) <= tol:
+        off = _off(s, w is not None)
+        if off != off:  # a NaN or inf entry: LAPACK reports failure to converge, so does torch
+            raise torch._C._LinAlgError(_NOT_FINITE[w is None])
+        if off <= tol:
             break
         for partner in _schedule(n):
             j = _rotation(s, partner)

@@ -148,3 +148,16 @@ def test_svd_grad_float32():
         u, s, vh = torch.linalg.svd(x, full_matrices=False)
         ((u @ vh).sum() + s.square().sum()).backward()
     torch.testing.assert_close(ad.grad.cpu(), ac.grad, atol=1e-4, rtol=1e-4)
+
+
+def test_non_finite_input_raises_like_cpu():
+    a = torch.randn(4, 4, dtype=torch.float64)
+    a[2, 1] = float("nan")
+    with pytest.raises(torch.linalg.LinAlgError, match="non-finite"):
+        torch.linalg.svd(a)
+    with pytest.raises(torch.linalg.LinAlgError, match="non-finite"):
+        torch.linalg.svd(a.to(DEV))
+    with pytest.raises(torch.linalg.LinAlgError, match="failed to converge"):
+        torch.linalg.eigh(a)
+    with pytest.raises(torch.linalg.LinAlgError, match="failed to converge"):
+        torch.linalg.eigh(a.to(DEV))
