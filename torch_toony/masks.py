@@ -11,6 +11,7 @@ going to a spare row that is cut off. Boolean indices of `index` and `index_put`
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -133,6 +134,44 @@ def histc(x: torch.Tensor, bins: int = 100, min: float = 0, max: float = 0) -> t
     return counts[:bins].clone()
 
 
+def histogram(x: torch.Tensor, bins: int | torch.Tensor = 100, *, range: Sequence[float] | None = None,  # noqa: A002
+              weight: torch.Tensor | None = None, density: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """torch.histogram: `bins` equal bins over `range` (the data's range, widened by 0.5 each way when it is one
+    point; [0, 1] for no data) or the given edges. An element's bin is found by binary search in the edges
+    (the last edge closes the last bin); weights (or ones) are summed per bin by one scatter-add."""
+    if isinstance(bins, torch.Tensor):
+        edges = bins
+        if edges.dim() != 1 or edges.numel() < 2:
+            raise RuntimeError("torch.histogram(): bins must be a 1-d tensor with at least two edges")
+    else:
+        if bins <= 0:
+            raise RuntimeError(f"torch.histogram(): bins must be > 0, but got {bins} for dimension 0")
+        if range is not None:
+            lo, hi = float(range[0]), float(range[1])
+        elif x.numel():
+            lo, hi = (float(v) for v in torch.stack([x.min(), x.max()]).cpu())  # two values read back
+        else:
+            lo, hi = 0.0, 1.0
+        if lo > hi:
+            raise RuntimeError(f"torch.histogramdd: min should not exceed max, but got min {_g(lo)} max {_g(hi)} "
+                               "for dimension 0")
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            raise RuntimeError(f"torch.histogramdd: dimension 0's range [{_g(lo)}, {_g(hi)}] is not finite")
+        if lo == hi:
+            lo, hi = lo - 0.5, hi + 0.5
+        edges = torch.linspace(lo, hi, bins + 1, dtype=x.dtype, device=x.device)
+    n = edges.numel() - 1
+    flat = x.reshape(-1)
+    pos = torch.searchsorted(edges, flat, right=True) - 1
+    pos = torch.where(flat == edges[-1], n - 1, pos)
+    inside = (flat >= edges[0]) & (flat <= edges[-1])
+    w = weight.reshape(-1).to(x.dtype) if weight is not None else torch.ones_like(flat)
+    hist = torch.zeros(n + 1, dtype=x.dtype, device=x.device).scatter_add_(0, torch.where(inside, pos, n), w)[:n]
+    if density:
+        hist = hist / (hist.sum() * (edges[1:] - edges[:-1]))
+    return hist.clone(), edges.clone()
+
+
 def _g(v: float) -> str:
     return f"{v:g}"
 
@@ -140,6 +179,8 @@ def _g(v: float) -> str:
 extra_kernels.kernel("arange.start_out", arange_out)
 extra_kernels.kernel("equal.default", equal)
 extra_kernels.kernel("histc.default", histc)
+extra_kernels.kernel("histogram.bin_ct", histogram)
+extra_kernels.kernel("histogram.bins_tensor", histogram)
 extra_kernels.kernel("_index_put_impl_.default", index_put_impl_)
 extra_kernels.kernel("nonzero.default", nonzero)
 extra_kernels.kernel("nonzero.out", nonzero_out)

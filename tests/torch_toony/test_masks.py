@@ -121,3 +121,22 @@ def test_histc(dtype: torch.dtype) -> None:
     torch.testing.assert_close(torch.histc(torch.empty(0).to("toony"), 3).cpu(), torch.histc(torch.empty(0), 3))
     with pytest.raises(RuntimeError, match="max must be larger than min"):
         torch.histc(x.to("toony"), 5, 2, 1)
+
+
+@pytest.mark.parametrize("dt", [torch.float32, torch.float64])
+def test_histogram(dt: torch.dtype) -> None:
+    x = torch.randn(50, dtype=dt)
+    w = torch.rand(50, dtype=dt)
+    cases = [((), {}), ((7,), {"weight": w}), ((5,), {"range": (-1.0, 0.5), "density": True}),
+             ((torch.tensor([-3.0, -0.5, 0.0, 0.25, 2.0], dtype=dt),), {"weight": w, "density": True})]
+    for args, kw in cases:
+        dev_args = [a.to("toony") if isinstance(a, torch.Tensor) else a for a in args]
+        dev_kw = {k: (v.to("toony") if isinstance(v, torch.Tensor) else v) for k, v in kw.items()}
+        for got, want in zip(torch.histogram(x.to("toony"), *dev_args, **dev_kw), torch.histogram(x, *args, **kw)):
+            assert got.device.type == "toony"
+            torch.testing.assert_close(got.cpu(), want)
+    for v in (torch.tensor([2.0, 2.0], dtype=dt), torch.tensor([], dtype=dt), x[:1]):  # one point, no data
+        for got, want in zip(torch.histogram(v.to("toony"), 3), torch.histogram(v, 3)):
+            torch.testing.assert_close(got.cpu(), want)
+    with pytest.raises(RuntimeError):
+        torch.histogram(x.to("toony"), 3, range=(1.0, 0.0))
