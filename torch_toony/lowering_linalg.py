@@ -421,5 +421,6 @@ def cholesky_solve_helper(y: Tensor, factor: Tensor, upper: bool) -> Tensor:
 
 from . import (  # noqa: E402 - register after the helpers above exist
     lowering_linalg_exp,  # noqa: F401 - matrix_exp
+    lowering_linalg_ldl,  # noqa: F401 - ldl_factor, ldl_solve
     lowering_linalg_spectral,  # noqa: F401 - SVD, eigh and QR
 )
