@@ -140,6 +140,59 @@ class Complex:
         neg_im = (self.im < 0) | ((self.im == 0) & (self.im.bitcast(_int_of(self.im.dtype)) < 0))
         return Complex(re, neg_im.where(-im_mag, im_mag))
 
+    def sin(self) -> Complex:
+        return Complex(self.re.sin() * self.im.cosh(), self.re.cos() * self.im.sinh())
+
+    def cos(self) -> Complex:
+        return Complex(self.re.cos() * self.im.cosh(), -(self.re.sin() * self.im.sinh()))
+
+    def sinh(self) -> Complex:
+        return Complex(self.re.sinh() * self.im.cos(), self.re.cosh() * self.im.sin())
+
+    def cosh(self) -> Complex:
+        return Complex(self.re.cosh() * self.im.cos(), self.re.sinh() * self.im.sin())
+
+    def tanh(self) -> Complex:
+        """(sinh 2a + i sin 2b) / (cosh 2a + cos 2b); for large |a| (where that overflows) sign(a) + i*tiny."""
+        a, b = self.re, self.im
+        den = (a * 2).cosh() + (b * 2).cos()
+        big = a.abs() > 20
+        re = big.where(a.sign(), (a * 2).sinh() / den)
+        im = big.where((b * 2).sin() * (a.abs() * -2).exp() * 2, (b * 2).sin() / den)
+        return Complex(re, im)
+
+    def tan(self) -> Complex:
+        t = Complex(-self.im, self.re).tanh()  # tan z = -i tanh(i z)
+        return Complex(t.im, -t.re)
+
+    def sigmoid(self) -> Complex:
+        return 1.0 / ((-self).exp() + 1.0)
+
+    def pow(self, w: Complex | Lazy | Number) -> Complex:
+        """z ** w = exp(w log z); 0 ** w is 0 for a real positive w."""
+        if isinstance(w, (int, float)) and not isinstance(w, bool):
+            if w == 2:
+                return self * self
+            if w == 3:
+                return self * self * self
+            if w == 1:
+                return self
+            if w == 0.5:
+                return self.sqrt()
+            if w == -1:
+                return 1.0 / self
+        wc = Complex.lift(w, self)
+        r = (wc * self.log()).exp()
+        zero = (self.re == 0) & (self.im == 0)
+        wpos = (wc.re > 0) & (wc.im == 0)
+        return Complex((zero & wpos).where(0.0, r.re), (zero & wpos).where(0.0, r.im))
+
+    def isinf(self) -> Lazy:
+        return (self.re.abs() == float("inf")) | (self.im.abs() == float("inf"))
+
+    def isfinite(self) -> Lazy:
+        return ~(self.isnan() | self.isinf())
+
     def isnan(self) -> Lazy:
         return (self.re != self.re) | (self.im != self.im)
 

@@ -278,7 +278,10 @@ def register() -> None:
     lib = torch.library.Library("aten", "IMPL")  # noqa: TOR901 - implementing existing aten ops
     # an op with only a complex lowering (torch.complex, polar) is registered too; its real calls (if any)
     # reach the complex table as well
-    table: dict[str, Lowering | None] = {**dict.fromkeys(COMPLEX_LOWERINGS), **LOWERINGS}
+    # (not one extra_kernels registers itself: normal_functional's complex form is reached through that kernel)
+    from .extra_kernels import REGISTERED
+    table: dict[str, Lowering | None] = {
+        **dict.fromkeys(n for n in COMPLEX_LOWERINGS if n not in REGISTERED), **LOWERINGS}
     for name, low in table.items():
         try:
             functional = _overload(name)

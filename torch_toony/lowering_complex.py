@@ -13,6 +13,7 @@ dims, real alpha) is passed unchanged to both calls.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -304,3 +305,53 @@ def baddbmm(x: Value, a: Value, b: Value, *, beta: Value = 1, alpha: Value = 1) 
     if beta == 0:
         return prod
     return prod + (Complex.lift(x) * beta if beta != 1 else x)
+
+
+def _unary(name: str, method: str) -> None:
+    COMPLEX_LOWERINGS[f"{name}.default"] = Lowering(lambda x: getattr(Complex.lift(x), method)(), True)
+
+
+for _n in ("sin", "cos", "tan", "sinh", "cosh", "tanh", "sigmoid", "isinf", "isfinite"):
+    _unary(_n, _n)
+
+
+@lowers_complex("rsqrt.default", pointwise=True)
+def rsqrt(x: Complex) -> Complex:
+    return 1.0 / x.sqrt()
+
+
+COMPLEX_LOWERINGS["log2.default"] = Lowering(lambda x: x.log() * (1 / math.log(2)), True)
+COMPLEX_LOWERINGS["log10.default"] = Lowering(lambda x: x.log() * (1 / math.log(10)), True)
+COMPLEX_LOWERINGS["exp2.default"] = Lowering(lambda x: (x * math.log(2)).exp(), True)
+
+
+@lowers_complex("pow.Tensor_Tensor", "pow.Tensor_Scalar", "pow.Scalar", pointwise=True)
+def pow_(a: Value, b: Value) -> Complex:
+    return Complex.lift(a).pow(b)
+
+
+@lowers_complex("addcmul.default", pointwise=True)
+def addcmul(x: Value, a: Value, b: Value, *, value: Value = 1) -> Complex:
+    return Complex.lift(x) + Complex.lift(a) * b * value
+
+
+@lowers_complex("addcdiv.default", pointwise=True)
+def addcdiv(x: Value, a: Value, b: Value, *, value: Value = 1) -> Complex:
+    return Complex.lift(x) + Complex.lift(a) / b * value
+
+
+@lowers_complex("lerp.Scalar", "lerp.Tensor", pointwise=True)
+def lerp(a: Value, b: Value, w: Value) -> Complex:
+    a = Complex.lift(a)
+    return a + (Complex.lift(b) - a) * w
+
+
+@lowers_complex("normal_functional.default")
+def normal(x: Complex, mean: float = 0.0, std: float = 1.0, *, generator: torch.Generator | None = None) -> Complex:
+    """As torch: each part is N(mean, std^2 / 2)."""
+    from .random import standard_normal
+    if std < 0:
+        raise RuntimeError(f"normal expects std >= 0.0, but found std {std}")
+    n = standard_normal((*x.shape, 2), x.dtype, generator) * (std / math.sqrt(2)) + mean
+    bounds = [(0, s) for s in x.shape]
+    return Complex(n.shrink([*bounds, (0, 1)]).reshape(x.shape), n.shrink([*bounds, (1, 2)]).reshape(x.shape))

@@ -33,6 +33,10 @@ UNARY = {
     "mean": torch.mean, "cumsum": lambda x: x.cumsum(1), "tril": torch.tril, "real": lambda x: x.real + 0,
     "resolve_conj": lambda x: x.conj().resolve_conj(), "to_real": lambda x: x.real.to(x.dtype),
     "to_c128": lambda x: x.to(torch.complex128), "t_contig": lambda x: x.t().contiguous(),
+    "sin": torch.sin, "cos": torch.cos, "tan": torch.tan, "sinh": torch.sinh, "cosh": torch.cosh,
+    "tanh": torch.tanh, "sigmoid": torch.sigmoid, "isinf": torch.isinf, "isfinite": torch.isfinite,
+    "rsqrt": torch.rsqrt, "log2": torch.log2, "log10": torch.log10, "pow2": lambda x: x ** 2,
+    "pow_frac": lambda x: x ** 2.5,
 }
 
 
@@ -50,6 +54,8 @@ BINARY = {
     "mul_scalar": lambda a, b: a * (1 - 2j), "cat": lambda a, b: torch.cat([a, b]),
     "stack": lambda a, b: torch.stack([a, b]), "where": lambda a, b: torch.where(a.real > 0, a, b),
     "mm": lambda a, b: a @ b.t(), "complex": lambda a, b: torch.complex(a.real, b.imag),
+    "pow": torch.pow, "lerp": lambda a, b: torch.lerp(a, b, 0.3),
+    "addcmul": lambda a, b: torch.addcmul(a, a, b, value=2),
     "polar": lambda a, b: torch.polar(a.abs(), b.angle()), "conj_mul": lambda a, b: a.conj() * b,
 }
 
@@ -115,3 +121,10 @@ def test_unsupported_op_names_op_and_dtype() -> None:
     x = torch.randn(3, dtype=torch.complex64).to("toony")
     with pytest.raises(RuntimeError, match="complex64"):
         torch.special.bessel_j0(x).cpu()
+
+
+def test_randn_complex_parts_have_variance_half() -> None:
+    r = torch.randn(200_000, dtype=torch.complex64, device="toony").cpu()
+    for part in (r.real, r.imag):
+        assert abs(part.var().item() - 0.5) < 0.01 and abs(part.mean().item()) < 0.01
+    assert abs(torch.corrcoef(torch.stack([r.real, r.imag]))[0, 1].item()) < 0.01
