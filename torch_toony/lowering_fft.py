@@ -31,6 +31,8 @@ import numpy as np
 from toony_core import Tensor
 from toony_core.dtype import DType
 
+from .complex import Complex
+from .lowering_complex import lowers_complex
 from .windows import cached_const
 
 Pair = tuple[Tensor, Tensor]
@@ -191,3 +193,21 @@ def c2r(x: Pair, dims: Sequence[int], norm: int, last_dim_size: int) -> Tensor:
     return _scale((out, out), norm, _signal_size(re.shape, dims[:-1]) * n)[0]
 
 
+
+
+# ---------------------------------------------------------------- the ATen ops (complex values as Complex pairs)
+
+
+@lowers_complex("_fft_c2c.default")
+def fft_c2c(x: Complex, dim: Sequence[int], normalization: int, forward: bool) -> Complex:
+    return Complex(*c2c((x.re, x.im), list(dim), normalization, forward))
+
+
+@lowers_complex("_fft_r2c.default")
+def fft_r2c(x: Tensor, dim: Sequence[int], normalization: int, onesided: bool) -> Complex:
+    return Complex(*r2c(x, list(dim), normalization, onesided))
+
+
+@lowers_complex("_fft_c2r.default")
+def fft_c2r(x: Complex, dim: Sequence[int], normalization: int, last_dim_size: int) -> Tensor:
+    return c2r((x.re, x.im), list(dim), normalization, int(last_dim_size))

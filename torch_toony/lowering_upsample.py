@@ -285,4 +285,4 @@ _register("linear", "upsample_linear1d", 1, True)
 _register("linear", "upsample_bilinear2d", 2, True)
 _register("linear", "upsample_trilinear3d", 3, True)
 _register("cubic", "upsample_bicubic2d", 2, True)
-from . import lowering_nn_extra  # noqa: E402, F401
+from . import lowering_fft, lowering_nn_extra  # noqa: E402, F401
