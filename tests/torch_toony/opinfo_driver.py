@@ -289,7 +289,7 @@ def ties_explain_mismatch(op: OpInfo, s: SampleInput, actual: Any, expected: Any
     if op.name not in _TIE_OPS or not isinstance(s.input, torch.Tensor) or s.kwargs.get("stable"):
         return False
     x = s.input.detach()
-    dim = _dim_arg(s, 1 if op.name == "topk" else 0)
+    dim = _dim_arg(s, 1 if op.name in ("topk", "kthvalue") else 0)  # (input, k, dim)
     try:
         if x.dim() == 0:
             return False

@@ -43,6 +43,7 @@ MANY_DTYPES = [
     "eq", "logical_and", "bitwise_and", "nn.functional.relu", "nn.functional.gelu",
     # reductions
     "sum", "mean", "prod", "amax", "max.reduction_with_dim", "argmax", "var", "any", "logsumexp", "cumsum",
+    "kthvalue",
     "softmax",
     # indexing
     "index_select", "gather", "scatter_add", "index_put", "masked_fill", "nn.functional.embedding",
