@@ -138,7 +138,9 @@ class Complex:
         re = pos.where(t, u)
         im_mag = pos.where(u, t)
         neg_im = (self.im < 0) | ((self.im == 0) & (self.im.bitcast(_int_of(self.im.dtype)) < 0))
-        return Complex(re, neg_im.where(-im_mag, im_mag))
+        im = neg_im.where(-im_mag, im_mag)
+        inf_im = self.im.abs() == float("inf")  # sqrt(x +- inf j) = inf +- inf j, even for a nan x
+        return Complex(inf_im.where(float("inf"), re), inf_im.where(self.im, im))
 
     def sin(self) -> Complex:
         return Complex(self.re.sin() * self.im.cosh(), self.re.cos() * self.im.sinh())

@@ -355,3 +355,62 @@ def normal(x: Complex, mean: float = 0.0, std: float = 1.0, *, generator: torch.
     n = standard_normal((*x.shape, 2), x.dtype, generator) * (std / math.sqrt(2)) + mean
     bounds = [(0, s) for s in x.shape]
     return Complex(n.shrink([*bounds, (0, 1)]).reshape(x.shape), n.shrink([*bounds, (1, 2)]).reshape(x.shape))
+
+
+@lowers_complex("mv.default")
+def mv(a: Value, b: Value) -> Complex:
+    return _product("mv.default", a, b)
+
+
+@lowers_complex("addmv.default")
+def addmv(x: Value, a: Value, b: Value, *, beta: Value = 1, alpha: Value = 1) -> Complex:
+    prod = mv(a, b) * alpha if alpha != 1 else mv(a, b)
+    if beta == 0:
+        return prod
+    return prod + (Complex.lift(x) * beta if beta != 1 else x)
+
+
+@lowers_complex("addbmm.default")
+def addbmm(x: Value, a: Value, b: Value, *, beta: Value = 1, alpha: Value = 1) -> Complex:
+    p = bmm(a, b)
+    prod = Complex(p.re.sum(0), p.im.sum(0))
+    prod = prod * alpha if alpha != 1 else prod
+    if beta == 0:
+        return prod
+    return prod + (Complex.lift(x) * beta if beta != 1 else x)
+
+
+@lowers_complex("square.default", pointwise=True)
+def square(x: Complex) -> Complex:
+    return x * x
+
+
+def _nonzero(x: Value) -> Lazy:
+    c = Complex.lift(x)
+    return (c.re != 0) | (c.im != 0)
+
+
+@lowers_complex("logical_not.default")
+def logical_not(x: Value) -> Lazy:
+    return _nonzero(x).logical_not()
+
+
+def _on_nonzero(name: str) -> Lowering:
+    """any/all of a complex tensor: the real reduction of its nonzero mask."""
+    return Lowering(lambda x, *a, **k: LOWERINGS[name].fn(_nonzero(x), *a, **k))
+
+
+for _n in ("any.default", "any.dim", "any.dims", "all.default", "all.dim", "all.dims"):
+    COMPLEX_LOWERINGS[_n] = _on_nonzero(_n)
+
+
+@lowers_complex("var.correction")
+def var(x: Complex, *args: Any, **kwargs: Any) -> Lazy:
+    """The variance of a complex tensor is that of its real parts plus that of its imaginary parts."""
+    f = LOWERINGS["var.correction"].fn
+    return f(x.re, *args, **kwargs) + f(x.im, *args, **kwargs)
+
+
+@lowers_complex("std.correction")
+def std(x: Complex, *args: Any, **kwargs: Any) -> Lazy:
+    return var(x, *args, **kwargs).sqrt()

@@ -36,7 +36,8 @@ UNARY = {
     "sin": torch.sin, "cos": torch.cos, "tan": torch.tan, "sinh": torch.sinh, "cosh": torch.cosh,
     "tanh": torch.tanh, "sigmoid": torch.sigmoid, "isinf": torch.isinf, "isfinite": torch.isfinite,
     "rsqrt": torch.rsqrt, "log2": torch.log2, "log10": torch.log10, "pow2": lambda x: x ** 2,
-    "pow_frac": lambda x: x ** 2.5,
+    "pow_frac": lambda x: x ** 2.5, "square": torch.square, "var": lambda x: x.var(1), "std": torch.std,
+    "any": lambda x: (x * (x.real > 0)).any(1), "logical_not": lambda x: torch.logical_not(x * (x.real > 0)),
 }
 
 
@@ -53,7 +54,7 @@ BINARY = {
     "add_alpha": lambda a, b: torch.add(a, b, alpha=2), "rsub_scalar": lambda a, b: 1 - a,
     "mul_scalar": lambda a, b: a * (1 - 2j), "cat": lambda a, b: torch.cat([a, b]),
     "stack": lambda a, b: torch.stack([a, b]), "where": lambda a, b: torch.where(a.real > 0, a, b),
-    "mm": lambda a, b: a @ b.t(), "complex": lambda a, b: torch.complex(a.real, b.imag),
+    "mm": lambda a, b: a @ b.t(), "mv": lambda a, b: a @ b[0], "complex": lambda a, b: torch.complex(a.real, b.imag),
     "pow": torch.pow, "lerp": lambda a, b: torch.lerp(a, b, 0.3),
     "addcmul": lambda a, b: torch.addcmul(a, a, b, value=2),
     "polar": lambda a, b: torch.polar(a.abs(), b.angle()), "conj_mul": lambda a, b: a.conj() * b,
@@ -113,6 +114,7 @@ def test_special_values() -> None:
     inf, nan = float("inf"), float("nan")
     x = torch.tensor([complex(inf, 0), complex(-inf, 0), complex(0, -0.0), complex(-0.0, 0), complex(nan, 1),
                       complex(1e30, 1e30), complex(-4, 0), complex(-4, -0.0)], dtype=torch.complex64)
+    x = torch.cat([x, torch.tensor([complex(inf, inf), complex(nan, -inf)], dtype=torch.complex64)])
     for f in (torch.abs, torch.sqrt, torch.isnan, lambda v: v / complex(1e30, 1e30)):
         _check(f, x, dtype=torch.complex64)
 
