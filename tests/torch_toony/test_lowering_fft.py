@@ -116,3 +116,54 @@ def test_round_trip_and_large_prime_accuracy(n):
     assert np.abs(got - exact).max() <= 64 * np.finfo(np.float64).eps * np.abs(exact).max()
     back = _host(fft.c2c(_pair(torch.from_numpy(got)), [0], 2, False)).numpy()
     np.testing.assert_allclose(back, x, rtol=0, atol=1e-13)
+
+
+# ---------------------------------------------------------------- the ATen ops through torch.fft on the device
+
+DEV = "toony"
+
+
+def _dev(fn, *args, **kwargs):
+    from tests.torch_toony.opinfo_driver import fallback_disabled
+    with fallback_disabled():
+        return fn(*args, **kwargs).cpu()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.complex64, torch.complex128])
+def test_torch_fft_functions(dtype):
+    x = torch.randn(3, 10, 7, dtype=dtype)
+    xt = x.to(DEV)
+    for norm in (None, "ortho", "forward"):
+        for fn, kw in [(torch.fft.fft, {}), (torch.fft.ifft, {"n": 13}), (torch.fft.fftn, {"dim": (0, 2)}),
+                       (torch.fft.ifft2, {}), (torch.fft.hfft, {"n": 12})]:
+            torch.testing.assert_close(_dev(fn, xt, norm=norm, **kw), fn(x, norm=norm, **kw))
+        if not dtype.is_complex:
+            for fn, kw in [(torch.fft.rfft, {}), (torch.fft.rfftn, {}), (torch.fft.ihfft, {"dim": 1})]:
+                torch.testing.assert_close(_dev(fn, xt, norm=norm, **kw), fn(x, norm=norm, **kw))
+        else:
+            for fn, kw in [(torch.fft.irfft, {}), (torch.fft.irfftn, {"s": (4, 9)}), (torch.fft.irfft, {"n": 5})]:
+                torch.testing.assert_close(_dev(fn, xt, norm=norm, **kw), fn(x, norm=norm, **kw))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.complex128])
+def test_fft_non_contiguous_and_out(dtype):
+    x = torch.randn(8, 6, dtype=dtype)
+    xt = x.to(DEV)
+    torch.testing.assert_close(_dev(torch.fft.fft, xt.mT), torch.fft.fft(x.mT))
+    out = torch.empty(0, dtype=torch.complex128 if dtype == torch.complex128 else torch.complex64, device=DEV)
+    _dev(torch.fft.fft, xt[::2], out=out)
+    torch.testing.assert_close(out.cpu(), torch.fft.fft(x[::2]))
+
+
+def test_aten_out_variants():
+    x = torch.randn(4, 9)
+    z = torch.fft.rfft(x)
+    out_c = torch.empty(0, dtype=torch.complex64, device=DEV)
+    _dev(torch.ops.aten._fft_r2c.out, x.to(DEV), [1], 1, True, out=out_c)
+    torch.testing.assert_close(out_c.cpu(), torch.ops.aten._fft_r2c(x, [1], 1, True))
+    out_r = torch.empty(0, device=DEV)
+    _dev(torch.ops.aten._fft_c2r.out, z.to(DEV), [1], 2, 9, out=out_r)
+    torch.testing.assert_close(out_r.cpu(), torch.ops.aten._fft_c2r(z, [1], 2, 9))
+    out_cc = torch.empty(0, dtype=torch.complex64, device=DEV)
+    _dev(torch.ops.aten._fft_c2c.out, z.to(DEV), [0, 1], 0, False, out=out_cc)
+    torch.testing.assert_close(out_cc.cpu(), torch.ops.aten._fft_c2c(z, [0, 1], 0, False))
