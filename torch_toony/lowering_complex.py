@@ -414,3 +414,18 @@ def var(x: Complex, *args: Any, **kwargs: Any) -> Lazy:
 @lowers_complex("std.correction")
 def std(x: Complex, *args: Any, **kwargs: Any) -> Lazy:
     return var(x, *args, **kwargs).sqrt()
+
+
+def _scatter_reduce_add(name: str, values: tuple[int | str, ...]) -> Lowering:
+    """scatter with reduce="add" is linear (the other reduction, multiply, is not implemented)."""
+    linear = _linear(name, values)
+
+    def fn(*args: Any, reduce: str, **kwargs: Any) -> Complex:
+        if reduce != "add":
+            raise UnsupportedDtype(f"toony has no kernel for {name} reduce={reduce!r} with a complex dtype")
+        return linear(*args, reduce=reduce, **kwargs)
+    return Lowering(fn)
+
+
+COMPLEX_LOWERINGS["scatter.reduce"] = _scatter_reduce_add("scatter.reduce", (0, 3, "src"))
+COMPLEX_LOWERINGS["scatter.value_reduce"] = _scatter_reduce_add("scatter.value_reduce", (0, 3, "value"))

@@ -130,3 +130,11 @@ def test_randn_complex_parts_have_variance_half() -> None:
     for part in (r.real, r.imag):
         assert abs(part.var().item() - 0.5) < 0.01 and abs(part.mean().item()) < 0.01
     assert abs(torch.corrcoef(torch.stack([r.real, r.imag]))[0, 1].item()) < 0.01
+
+
+def test_scatter_reduce_add() -> None:
+    x = torch.randn(3, 4, dtype=torch.complex64)
+    idx = torch.tensor([[0, 1], [2, 0]])
+    src = torch.randn(2, 2, dtype=torch.complex64)
+    _check(lambda a, i, s: a.scatter(0, i, s, reduce="add"), x, idx, src, dtype=torch.complex64)
+    _check(lambda a, i: a.scatter(0, i, 2 + 1j, reduce="add"), x, idx, dtype=torch.complex64)
