@@ -598,9 +598,14 @@ def logcumsumexp(x: Tensor, dim: int) -> Tensor:
 
 # ---------------------------------------------------------------- linear algebra
 
+def _wide(x: Tensor) -> Tensor:
+    """16-bit floats in float32: torch's CPU matmuls sum their products in float32 and round once at the end."""
+    return x.cast(dtypes.float32) if x.dtype in (dtypes.float16, dtypes.bfloat16) else x
+
+
 @lowers("mm.default", "bmm.default")
 def mm(a: Tensor, b: Tensor) -> Tensor:
-    return a @ b
+    return (_wide(a) @ _wide(b)).cast(a.dtype)
 
 
 @lowers("mv.default")
@@ -615,12 +620,14 @@ def dot(a: Tensor, b: Tensor) -> Tensor:
 
 @lowers("addmm.default", "baddbmm.default")
 def addmm(bias: Tensor, a: Tensor, b: Tensor, *, beta: Scalar = 1, alpha: Scalar = 1) -> Tensor:
-    prod = a @ b
+    # 16-bit: beta * bias + alpha * (a @ b) all in float32, rounded once (the CPU's addmm/baddbmm)
+    prod = _wide(a) @ _wide(b)
     if alpha != 1:
         prod = prod * alpha
     if beta == 0:
-        return prod
-    return (bias * beta if beta != 1 else bias) + prod
+        return prod.cast(a.dtype)
+    wb = _wide(bias)
+    return ((wb * beta if beta != 1 else wb) + prod).cast(a.dtype)
 
 
 @lowers("addbmm.default")
