@@ -503,3 +503,4 @@ def embedding_renorm(weight: Tensor, indices: Tensor, max_norm: float, norm_type
 
 # the other modules: batch norm's mutating kernels, sorting, data-dependent shapes, random numbers and dropout
 from . import lowering_batchnorm, lowering_scatter, lowering_select, lowering_sort, lowering_special, masks, random  # noqa: E402, F401, I001
+from . import linspace  # noqa: E402, F401
