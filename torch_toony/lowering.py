@@ -610,12 +610,12 @@ def mm(a: Tensor, b: Tensor) -> Tensor:
 
 @lowers("mv.default")
 def mv(a: Tensor, v: Tensor) -> Tensor:
-    return a @ v
+    return (_wide(a) @ _wide(v)).cast(a.dtype)
 
 
 @lowers("dot.default", "vdot.default")
 def dot(a: Tensor, b: Tensor) -> Tensor:
-    return (a * b).sum().cast(a.dtype)
+    return (_wide(a) * _wide(b)).sum().cast(a.dtype)
 
 
 @lowers("addmm.default", "baddbmm.default")

@@ -37,3 +37,13 @@ def test_addmm_baddbmm_round_once(dt: torch.dtype) -> None:
     mb = torch.randn(2, 5, 6, generator=g).to(dt)
     want = torch.baddbmm(mb, ab, bb, alpha=0.5, beta=-1.5)
     assert torch.equal(torch.baddbmm(_t(mb), _t(ab), _t(bb), alpha=0.5, beta=-1.5).cpu(), want)
+
+
+@pytest.mark.parametrize("dt", HALF)
+def test_mv_dot_round_once(dt: torch.dtype) -> None:
+    g = torch.Generator().manual_seed(2)
+    a = torch.randn(5, 40, generator=g).to(dt)
+    v, w = torch.randn(40, generator=g).to(dt), torch.randn(40, generator=g).to(dt)
+    assert torch.equal(torch.mv(_t(a), _t(v)).cpu(), torch.mv(a, v))
+    assert torch.equal(torch.dot(_t(v), _t(w)).cpu(), torch.dot(v, w))
+    assert torch.equal((_t(a) @ _t(v)).cpu(), a @ v)  # matmul's matrix-vector path
