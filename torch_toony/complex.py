@@ -272,7 +272,17 @@ def write_complex_into(dst: torch.Tensor, value: Complex | Lazy, inputs: list) -
         return
     if dst.numel() == 0:
         return
+    from . import lazy, storage
     value = _fit(Complex.lift(value), tuple(dst.shape), dst.dtype)
+    e = storage.entry(lazy.addr_of(dst))
+    if not (dst.storage_offset() == 0 and dst.is_contiguous() and dst.numel() * dst.element_size() == e.nbytes):
+        # written in place element by element: a part of the result may read both parts of an element that
+        # the same kernel has already overwritten (sinh_ of a view), so compute it into a temporary first
+        tmp = torch.empty(dst.shape, dtype=dst.dtype, device="toony")
+        write_into(torch.view_as_real(tmp), stacked(value), inputs)
+        lazy.realize_storages([lazy.addr_of(tmp)])
+        write_into(torch.view_as_real(dst), lazy.as_lazy(torch.view_as_real(tmp)), [tmp])
+        return
     write_into(torch.view_as_real(dst), stacked(value), inputs)
 
 

@@ -138,3 +138,13 @@ def test_scatter_reduce_add() -> None:
     src = torch.randn(2, 2, dtype=torch.complex64)
     _check(lambda a, i, s: a.scatter(0, i, s, reduce="add"), x, idx, src, dtype=torch.complex64)
     _check(lambda a, i: a.scatter(0, i, 2 + 1j, reduce="add"), x, idx, dtype=torch.complex64)
+
+
+@pytest.mark.parametrize("name", ["sinh_", "cosh_", "mul_", "exp_"])
+def test_inplace_on_a_view_reads_both_parts_first(name: str) -> None:
+    x = torch.randn(4, 6, dtype=torch.complex64)
+    t = x.to("toony")
+    args = (x[:, ::2],) if name == "mul_" else ()
+    getattr(t[:, ::2], name)(*(a.to("toony") for a in args))
+    getattr(x[:, ::2], name)(*args)
+    torch.testing.assert_close(t.cpu(), x)
