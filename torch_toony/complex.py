@@ -160,7 +160,8 @@ class Complex:
         den = (a * 2).cosh() + (b * 2).cos()
         big = a.abs() > 20
         re = big.where(a.sign(), (a * 2).sinh() / den)
-        im = big.where((b * 2).sin() * (a.abs() * -2).exp() * 2, (b * 2).sin() / den)
+        tiny = (a.abs() == float("inf")).where(0.0, (b * 2).sin() * (a.abs() * -2).exp() * 2)  # tanh(inf+bj)=1
+        im = big.where(tiny, (b * 2).sin() / den)
         return Complex(re, im)
 
     def tan(self) -> Complex:
@@ -186,7 +187,7 @@ class Complex:
         wc = Complex.lift(w, self)
         r = (wc * self.log()).exp()
         zero = (self.re == 0) & (self.im == 0)
-        wpos = (wc.re > 0) & (wc.im == 0)
+        wpos = wc.re > 0
         return Complex((zero & wpos).where(0.0, r.re), (zero & wpos).where(0.0, r.im))
 
     def isinf(self) -> Lazy:

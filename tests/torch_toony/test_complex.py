@@ -148,3 +148,12 @@ def test_inplace_on_a_view_reads_both_parts_first(name: str) -> None:
     getattr(t[:, ::2], name)(*(a.to("toony") for a in args))
     getattr(x[:, ::2], name)(*args)
     torch.testing.assert_close(t.cpu(), x)
+
+
+def test_tanh_of_infinite_real_part_and_zero_to_a_power() -> None:
+    inf = float("inf")
+    x = torch.tensor([complex(inf, inf), complex(-inf, 2.0), complex(inf, 0.5)], dtype=torch.complex64)
+    _check(torch.tanh, x, dtype=torch.complex64)
+    z = torch.zeros(3, dtype=torch.complex64)
+    w = torch.tensor([2 + 1j, 0.5 - 3j, 1.5 + 0j], dtype=torch.complex64)
+    _check(torch.pow, z, w, dtype=torch.complex64)
