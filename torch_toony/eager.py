@@ -269,6 +269,24 @@ def _expanding_masks(k: Callable) -> Callable:
     return kernel
 
 
+def _complex_only(op: torch._ops.OpOverload, k: Callable) -> Callable:
+    """An op with only a complex lowering (addcmul, lerp, polar): its real calls keep the path they had before
+    (the decomposition, or the CPU fallback), which for in-place ones also keeps optimizer state from chaining."""
+    from .fallback import backend_fallback
+
+    def kernel(*args: Any, **kwargs: Any) -> Any:
+        tensors = _tensors(args) + _tensors(kwargs)
+        if any(t.is_complex() for t in tensors):
+            return k(*args, **kwargs)
+        meta = meta_outputs(op, args, kwargs)
+        metas = [meta] if isinstance(meta, torch.Tensor) else [m for m in meta if isinstance(m, torch.Tensor)] \
+            if isinstance(meta, (tuple, list)) else []
+        if any(m.is_complex() for m in metas):  # torch.complex(re, im): real in, complex out
+            return k(*args, **kwargs)
+        return backend_fallback(op, *args, **kwargs)
+    return kernel
+
+
 def register() -> None:
     """Register every lowering as the PrivateUse1 kernel of its ATen overloads."""
     if _libs:
@@ -300,6 +318,8 @@ def register() -> None:
                 k = _out_kernel(op, functional, low, outs)
             if variant in MASKED_INDEX_OPS:
                 k = _expanding_masks(k)
+            if low is None:
+                k = _complex_only(op, k)
             with warnings.catch_warnings():
                 # aten::clamp.out carries a stray kernel under PrivateUse1 in torch 2.13: replacing it is the point
                 warnings.filterwarnings("ignore", message="Warning only once for all operators")

@@ -103,7 +103,8 @@ def test_ops_with_a_decomposition_run_it_on_the_device() -> None:
     assert torch.equal(y.cpu(), x.addcmul(g, g, value=0.5))
     m = torch_toony.metrics()
     assert not m["fallbacks"]
-    assert {"aten::threshold_backward.grad_input", "aten::addcmul.out"} <= set(m["decompositions"])
+    assert "aten::threshold_backward.grad_input" in m["decompositions"]
+    assert any(name.startswith("aten::addcmul") for name in m["decompositions"])  # addcmul_ (or its out= form)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
