@@ -58,10 +58,8 @@ CAPS = {"sample": 6, "noncontig": 3, "out": 1, "inplace": 3, "grad": 3}
 _HALF = "float16 computed in half precision; the CPU uses float32 internally and rounds once"
 KNOWN_FAILURES: dict[tuple[str, torch.dtype | None, str], str] = {
     ("add", torch.float16, "noncontig"): _HALF + " (alpha * other rounded to half first)",
-    ("gather", None, "sample"): "an empty index of higher rank than the source raises (CPU returns an empty tensor)",
     ("nn.functional.embedding", None, "noncontig"): "no kernel for aten::embedding_renorm_ (max_norm samples)",
     ("nn.functional.embedding", None, "sample"): "no kernel for aten::embedding_renorm_ (max_norm samples)",
-    ("where", None, "sample"): "a complex scalar `other` sample: toony has no complex dtypes",
 }
 
 
