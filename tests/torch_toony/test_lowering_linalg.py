@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -15,10 +15,7 @@ DEV = "toony"
 FLOATS = [torch.float32, torch.float64]
 
 
-@pytest.fixture(autouse=True)
-def no_fallback(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setenv("TOONY_FALLBACK", "0")
-    yield
+pytestmark = pytest.mark.usefixtures("no_fallback")  # (conftest.py): native kernels only
 
 
 def _dev(x: Any) -> Any:

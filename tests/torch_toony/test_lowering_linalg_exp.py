@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 
@@ -13,10 +11,7 @@ DEV = "toony"
 FLOATS = [torch.float32, torch.float64]
 
 
-@pytest.fixture(autouse=True)
-def no_fallback(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setenv("TOONY_FALLBACK", "0")
-    yield
+pytestmark = pytest.mark.usefixtures("no_fallback")  # (conftest.py): native kernels only
 
 
 def random(*shape: int, dtype: torch.dtype, scale: float = 1.0, seed: int = 0) -> torch.Tensor:

@@ -3,8 +3,6 @@ sytrs), fallback off: LD, pivots and info equal LAPACK's, 2x2 pivot blocks inclu
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 
@@ -14,10 +12,7 @@ DEV = "toony"
 FLOATS = [torch.float32, torch.float64]
 
 
-@pytest.fixture(autouse=True)
-def no_fallback(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setenv("TOONY_FALLBACK", "0")
-    yield
+pytestmark = pytest.mark.usefixtures("no_fallback")  # (conftest.py): native kernels only
 
 
 def symmetric(*shape: int, dtype: torch.dtype, seed: int = 0) -> torch.Tensor:
